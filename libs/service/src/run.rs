@@ -1,0 +1,181 @@
+//! The component lifecycle every binary shares: tracing, metrics, the admin server, the
+//! component's own start-up, then wait for SIGTERM/SIGINT (or a failure) and drain within the
+//! grace period. A component's `main` parses its config and calls [`run`].
+
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::config::{EXIT_BAD_CONFIG, ServiceArgs};
+use crate::metrics::Metrics;
+use crate::shutdown::{Shutdown, StopReason};
+use crate::{ServiceError, telemetry};
+
+/// A component's name and version, as reported in logs and `eddy_build_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentInfo {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+impl ComponentInfo {
+    pub const fn new(name: &'static str, version: &'static str) -> Self {
+        ComponentInfo { name, version }
+    }
+}
+
+/// What a component's start-up gets: the metrics registry, readiness conditions, the shutdown
+/// handle to spawn its tasks on, and the admin server's bound address.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub component: ComponentInfo,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub shutdown: Shutdown,
+    pub admin_address: SocketAddr,
+}
+
+/// Runs a component to completion and returns the process exit code: 0 after a clean shutdown,
+/// 1 when start-up or a task failed or the grace period ran out, 64 for bad configuration.
+///
+/// `start` builds the component and spawns its long-running tasks on `runtime.shutdown`, then
+/// returns; the component is stopped when a signal arrives or a task fails.
+pub fn run<F, Fut, E>(component: ComponentInfo, args: &ServiceArgs, start: F) -> ExitCode
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    if let Err(error) = telemetry::init_tracing(args) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let tokio_runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report_error(&ServiceError::Runtime(error));
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio_runtime.block_on(async move {
+        match run_async(component, args, start).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(RunError::Service(error)) => {
+                report_error(&error);
+                ExitCode::FAILURE
+            }
+            Err(RunError::Start(message)) => {
+                tracing::error!(error = %message, "start-up failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+enum RunError {
+    Service(ServiceError),
+    Start(String),
+}
+
+impl From<ServiceError> for RunError {
+    fn from(error: ServiceError) -> Self {
+        RunError::Service(error)
+    }
+}
+
+async fn run_async<F, Fut, E>(
+    component: ComponentInfo,
+    args: &ServiceArgs,
+    start: F,
+) -> Result<(), RunError>
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    tracing::info!(component = component.name, version = component.version, "starting");
+    let metrics = Metrics::new(&component)?;
+    let readiness = Readiness::new(metrics.clone());
+    let shutdown = Shutdown::new();
+
+    let listener = TcpListener::bind(args.admin_address)
+        .await
+        .map_err(|source| ServiceError::BindAdmin {
+            address: args.admin_address,
+            source,
+        })?;
+    let admin_address = listener
+        .local_addr()
+        .map_err(|source| ServiceError::BindAdmin {
+            address: args.admin_address,
+            source,
+        })?;
+    tracing::info!(address = %admin_address, "admin server listening");
+    // The admin server outlives the component's tasks, so /healthz and /metrics answer while
+    // they drain; it stops last.
+    let admin_stop = CancellationToken::new();
+    let admin_server = tokio::spawn({
+        let router = admin::router(readiness.clone(), metrics.clone());
+        let stop = admin_stop.clone();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+
+    let runtime = Runtime {
+        component,
+        metrics,
+        readiness: readiness.clone(),
+        shutdown: shutdown.clone(),
+        admin_address,
+    };
+    let started = start(runtime).await.map_err(|error| error.to_string());
+
+    let stopped = match started {
+        Ok(()) => {
+            tracing::info!("started");
+            let reason = shutdown.wait_for_stop().await?;
+            match reason {
+                StopReason::Signal(signal) => tracing::info!(signal, "shutting down"),
+                StopReason::TaskFailed => tracing::info!("shutting down after a task failure"),
+                StopReason::Requested => tracing::info!("shutting down on request"),
+            }
+            Ok(())
+        }
+        Err(message) => Err(RunError::Start(message)),
+    };
+
+    readiness.set_draining();
+    let drained = shutdown.drain(args.shutdown_grace).await;
+    admin_stop.cancel();
+    match admin_server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(error = %error, "admin server stopped with an error"),
+        Err(error) => tracing::warn!(error = %error, "admin server task failed"),
+    }
+    stopped?;
+    drained?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs an error with its chain of causes, one level per `caused_by` entry.
+fn report_error(error: &(dyn std::error::Error + 'static)) {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %error, caused_by = ?causes, "component failed");
+}

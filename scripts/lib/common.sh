@@ -1,0 +1,78 @@
+# shellcheck shell=bash
+# Shared by every script under scripts/: paths, settings from EDDY_* variables, messages.
+# Source it; it defines functions and variables and runs nothing else.
+
+EDDY_REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Downloads (Maven artifacts, Kafka, Apicurio, tools) and the cargo target dir live here,
+# outside the clone, so a second run is offline and fast.
+EDDY_CACHE_DIR=${EDDY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eddy}
+# Data, logs and pid files of the processes our scripts start.
+EDDY_RUN_DIR=${EDDY_RUN_DIR:-$EDDY_REPO_DIR/.run}
+
+# Everything binds loopback. Ports are configurable so two stacks can run side by side.
+EDDY_KAFKA_PORT=${EDDY_KAFKA_PORT:-19092}
+EDDY_KAFKA_CONTROLLER_PORT=${EDDY_KAFKA_CONTROLLER_PORT:-19093}
+EDDY_REGISTRY_PORT=${EDDY_REGISTRY_PORT:-18081}
+
+EDDY_KAFKA_BOOTSTRAP_SERVERS=${EDDY_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$EDDY_KAFKA_PORT}
+EDDY_SCHEMA_REGISTRY_URL=${EDDY_SCHEMA_REGISTRY_URL:-http://127.0.0.1:$EDDY_REGISTRY_PORT/apis/ccompat/v7}
+export EDDY_CACHE_DIR EDDY_RUN_DIR EDDY_KAFKA_PORT EDDY_KAFKA_CONTROLLER_PORT EDDY_REGISTRY_PORT \
+  EDDY_KAFKA_BOOTSTRAP_SERVERS EDDY_SCHEMA_REGISTRY_URL
+
+# Cargo builds into a persistent target dir outside the clone unless the caller chose one.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$EDDY_CACHE_DIR/cargo-target}
+
+EDDY_SCRIPT_NAME=$(basename "$0")
+
+info() { printf '%s: %s\n' "$EDDY_SCRIPT_NAME" "$*" >&2; }
+die() {
+  printf '%s: error: %s\n' "$EDDY_SCRIPT_NAME" "$*" >&2
+  exit 1
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# poll_until SECONDS DESCRIPTION COMMAND...: runs COMMAND every 0.5 s until it succeeds or
+# SECONDS pass; returns 1 on timeout.
+poll_until() {
+  local seconds=$1 description=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      info "timed out after ${seconds}s waiting for $description"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# Build prerequisites for the Rust workspace (librdkafka is compiled from source by rdkafka-sys).
+# Installs missing Debian packages when running as root with apt-get; otherwise says what to install.
+ensure_build_deps() {
+  command -v cargo >/dev/null || die "Rust is required: no cargo on PATH (install it with rustup, https://rustup.rs)"
+  local missing=()
+  command -v cc >/dev/null || missing+=(gcc)
+  command -v c++ >/dev/null || missing+=(g++)
+  command -v make >/dev/null || missing+=(make)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v perl >/dev/null || missing+=(perl)
+  if command -v pkg-config >/dev/null; then
+    pkg-config --exists zlib || missing+=(zlib1g-dev)
+    pkg-config --exists openssl || missing+=(libssl-dev)
+  else
+    missing+=(zlib1g-dev libssl-dev)
+  fi
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    info "installing build prerequisites: ${missing[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+      die "could not install ${missing[*]} with apt-get"
+  else
+    die "missing build prerequisites: ${missing[*]} (install them with your package manager)"
+  fi
+}

@@ -1,0 +1,1 @@
+//! Tests only: see `tests/`. Proof that the local stack is a real Kafka broker and schema registry.
