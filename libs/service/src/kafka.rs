@@ -10,9 +10,12 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Args;
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio_util::sync::CancellationToken;
 
 use crate::ServiceError;
 use crate::config::Secret;
@@ -249,6 +252,43 @@ impl KafkaArgs {
             config.set(&property.key, &property.value);
         }
         config
+    }
+}
+
+/// Waits until the cluster answers a metadata request, retrying with backoff (1 s doubling to
+/// 10 s) and logging while it waits: components start before Kafka is reachable instead of
+/// crash-looping. Returns `false` if `stop` was cancelled first.
+pub async fn wait_for_kafka(args: &KafkaArgs, client_id: &str, stop: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_secs(1);
+    let mut attempt = 0_u32;
+    loop {
+        attempt += 1;
+        let config = args.admin_config(client_id);
+        let probe = tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.create()?;
+            consumer
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|metadata| metadata.brokers().len())
+        });
+        match probe.await {
+            Ok(Ok(brokers)) if brokers > 0 => {
+                tracing::info!(brokers, attempt, "kafka reachable");
+                return true;
+            }
+            Ok(Ok(_)) => tracing::warn!(attempt, "kafka answered with no brokers; retrying"),
+            Ok(Err(error)) => tracing::warn!(
+                error = %error,
+                bootstrap_servers = %args.bootstrap_servers,
+                attempt,
+                "waiting for kafka"
+            ),
+            Err(error) => tracing::warn!(error = %error, attempt, "kafka probe task failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

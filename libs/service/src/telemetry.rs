@@ -1,6 +1,8 @@
 //! Tracing set-up: one subscriber for the whole process, text for people or JSON for log
 //! collectors, filtered by `EDDY_LOG` (tracing's `EnvFilter` syntax).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -15,6 +17,8 @@ pub fn init_tracing(args: &ServiceArgs) -> Result<(), ServiceError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a terminal; log files and collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let result = match args.log_format {
         LogFormat::Text => builder.with_target(true).try_init(),
