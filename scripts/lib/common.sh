@@ -67,12 +67,19 @@ ensure_build_deps() {
   else
     missing+=(zlib1g-dev libssl-dev)
   fi
-  ((${#missing[@]} == 0)) && return 0
+  install_debian_packages "${missing[@]}"
+}
+
+# Installs the given Debian packages when running as root with apt-get; otherwise fails saying
+# what to install. Does nothing for an empty list.
+install_debian_packages() {
+  (($# == 0)) && return 0
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    info "installing build prerequisites: ${missing[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
-      die "could not install ${missing[*]} with apt-get"
+    info "installing $*"
+    if ! { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }; then
+      die "could not install $* with apt-get"
+    fi
   else
-    die "missing build prerequisites: ${missing[*]} (install them with your package manager)"
+    die "missing prerequisites: $* (install them with your package manager)"
   fi
 }

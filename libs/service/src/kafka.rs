@@ -41,7 +41,11 @@ pub struct KafkaArgs {
     pub security_protocol: SecurityProtocol,
 
     /// SASL mechanism, required with the sasl-* protocols.
-    #[arg(long = "kafka-sasl-mechanism", env = "EDDY_KAFKA_SASL_MECHANISM", value_enum)]
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "EDDY_KAFKA_SASL_MECHANISM",
+        value_enum
+    )]
     pub sasl_mechanism: Option<SaslMechanism>,
 
     /// SASL user name.
@@ -355,7 +359,9 @@ mod tests {
                 .unwrap();
         let error = config.kafka.validate().unwrap_err().to_string();
         assert!(
-            error.contains("EDDY_KAFKA_SASL_MECHANISM, EDDY_KAFKA_SASL_USERNAME, EDDY_KAFKA_SASL_PASSWORD"),
+            error.contains(
+                "EDDY_KAFKA_SASL_MECHANISM, EDDY_KAFKA_SASL_USERNAME, EDDY_KAFKA_SASL_PASSWORD"
+            ),
             "{error}"
         );
     }
@@ -365,6 +371,9 @@ mod tests {
         let error = TestConfig::try_parse_from(["test", "--kafka-property", "no-equals-sign"])
             .unwrap_err()
             .to_string();
-        assert!(error.contains("is not a key=value Kafka property"), "{error}");
+        assert!(
+            error.contains("is not a key=value Kafka property"),
+            "{error}"
+        );
     }
 }

@@ -101,7 +101,11 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    tracing::info!(component = component.name, version = component.version, "starting");
+    tracing::info!(
+        component = component.name,
+        version = component.version,
+        "starting"
+    );
     let metrics = Metrics::new(&component)?;
     let readiness = Readiness::new(metrics.clone());
     let shutdown = Shutdown::new();

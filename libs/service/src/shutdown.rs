@@ -90,12 +90,11 @@ impl Shutdown {
 
     /// Waits for SIGTERM, SIGINT, a task failure or [`Shutdown::request_stop`].
     pub async fn wait_for_stop(&self) -> Result<StopReason, ServiceError> {
-        let mut terminate = signal(SignalKind::terminate()).map_err(|source| {
-            ServiceError::Signal {
+        let mut terminate =
+            signal(SignalKind::terminate()).map_err(|source| ServiceError::Signal {
                 signal: "SIGTERM",
                 source,
-            }
-        })?;
+            })?;
         let mut interrupt =
             signal(SignalKind::interrupt()).map_err(|source| ServiceError::Signal {
                 signal: "SIGINT",
@@ -118,7 +117,9 @@ impl Shutdown {
     pub async fn drain(&self, grace: Duration) -> Result<(), ServiceError> {
         self.token.cancel();
         self.tracker.close();
-        let finished = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let finished = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
         let state = self.state();
         if let Some((task, message)) = &state.first_failure {
             return Err(ServiceError::TaskFailed {
@@ -151,7 +152,9 @@ mod tests {
         let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel();
         shutdown.spawn("worker", async move {
             token.cancelled().await;
-            done_sender.send("flushed").map_err(|error| error.to_string())
+            done_sender
+                .send("flushed")
+                .map_err(|error| error.to_string())
         });
         shutdown.request_stop();
         assert_eq!(
@@ -197,7 +200,10 @@ mod tests {
             StopReason::TaskFailed
         );
         let error = shutdown.drain(Duration::from_secs(5)).await.unwrap_err();
-        assert!(error.to_string().contains("panicky failed: panicked"), "{error}");
+        assert!(
+            error.to_string().contains("panicky failed: panicked"),
+            "{error}"
+        );
     }
 
     fn shutdown_is_near() -> bool {
@@ -211,10 +217,7 @@ mod tests {
             std::future::pending::<()>().await;
             Ok::<(), String>(())
         });
-        let error = shutdown
-            .drain(Duration::from_millis(50))
-            .await
-            .unwrap_err();
+        let error = shutdown.drain(Duration::from_millis(50)).await.unwrap_err();
         match error {
             ServiceError::GraceExceeded { tasks, .. } => assert_eq!(tasks, vec!["stubborn"]),
             other => panic!("expected GraceExceeded, got {other:?}"),

@@ -34,7 +34,13 @@ impl TestNamespace {
         let counter = NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed);
         let safe_name: String = test_name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(80)
             .collect();
         let prefix = format!(
@@ -102,11 +108,12 @@ mod tests {
         let second = TestNamespace::new("names are/unique");
         assert_ne!(first.prefix(), second.prefix());
         assert!(first.prefix().starts_with("test.names-are-unique."));
-        assert_eq!(
-            first.topic("orders"),
-            format!("{}.orders", first.prefix())
-        );
+        assert_eq!(first.topic("orders"), format!("{}.orders", first.prefix()));
         assert!(first.state_dir("store").is_dir());
-        assert!(!first.state_dir("store").starts_with(second.state_dir("store")));
+        assert!(
+            !first
+                .state_dir("store")
+                .starts_with(second.state_dir("store"))
+        );
     }
 }

@@ -28,7 +28,10 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
         let mut build = Command::new(cargo);
         build.args(["build", "--bin", name]);
-        if profile_dir.file_name().is_some_and(|profile| profile == "release") {
+        if profile_dir
+            .file_name()
+            .is_some_and(|profile| profile == "release")
+        {
             build.arg("--release");
         }
         let status = build
@@ -72,8 +75,14 @@ impl ComponentCommand {
     pub fn for_program(namespace: &TestNamespace, name: &str, program: impl AsRef<Path>) -> Self {
         let mut command = Command::new(program.as_ref());
         command
-            .env("EDDY_KAFKA_BOOTSTRAP_SERVERS", &namespace.stack().bootstrap_servers)
-            .env("EDDY_SCHEMA_REGISTRY_URL", &namespace.stack().schema_registry_url)
+            .env(
+                "EDDY_KAFKA_BOOTSTRAP_SERVERS",
+                &namespace.stack().bootstrap_servers,
+            )
+            .env(
+                "EDDY_SCHEMA_REGISTRY_URL",
+                &namespace.stack().schema_registry_url,
+            )
             .stdin(Stdio::null());
         let log_path = namespace.state_dir("logs").join(format!("{name}.log"));
         ComponentCommand {
@@ -105,9 +114,8 @@ impl ComponentCommand {
 
     /// Starts the process.
     pub fn spawn(mut self) -> ComponentProcess {
-        let log = File::create(&self.log_path).unwrap_or_else(|error| {
-            panic!("cannot create {}: {error}", self.log_path.display())
-        });
+        let log = File::create(&self.log_path)
+            .unwrap_or_else(|error| panic!("cannot create {}: {error}", self.log_path.display()));
         let log_for_stderr = log
             .try_clone()
             .unwrap_or_else(|error| panic!("cannot duplicate a log file handle: {error}"));

@@ -127,8 +127,12 @@ impl TestNamespace {
                     .and_then(|metadata| {
                         metadata.topics().first().map(|topic| {
                             topic.error().is_none()
-                                && topic.partitions().len() == usize::try_from(partitions).unwrap_or(0)
-                                && topic.partitions().iter().all(|partition| partition.leader() >= 0)
+                                && topic.partitions().len()
+                                    == usize::try_from(partitions).unwrap_or(0)
+                                && topic
+                                    .partitions()
+                                    .iter()
+                                    .all(|partition| partition.leader() >= 0)
                         })
                     })
                     .unwrap_or(false);
@@ -260,10 +264,12 @@ pub struct ConsumeTimeout {
 impl std::fmt::Display for ConsumeTimeout {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let by_partition: HashMap<i32, usize> =
-            self.records.iter().fold(HashMap::new(), |mut counts, record| {
-                *counts.entry(record.partition).or_default() += 1;
-                counts
-            });
+            self.records
+                .iter()
+                .fold(HashMap::new(), |mut counts, record| {
+                    *counts.entry(record.partition).or_default() += 1;
+                    counts
+                });
         write!(
             formatter,
             "condition not met within {:?}; read {} records (per partition: {by_partition:?})",

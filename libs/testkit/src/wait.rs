@@ -32,12 +32,7 @@ pub async fn wait_for_http_status(url: &str, status: u16, timeout: Duration) -> 
     let deadline = Instant::now() + timeout;
     loop {
         let last;
-        match client
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
+        match client.get(url).timeout(Duration::from_secs(2)).send().await {
             Ok(response) => {
                 let answered = response.status().as_u16();
                 let body = response.text().await.unwrap_or_default();

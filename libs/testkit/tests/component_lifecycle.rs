@@ -6,7 +6,9 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use eddy_testkit::{ComponentCommand, ComponentProcess, TestNamespace, free_port, wait_for_http_status};
+use eddy_testkit::{
+    ComponentCommand, ComponentProcess, TestNamespace, free_port, wait_for_http_status,
+};
 
 const FIXTURE: &str = "eddy-lifecycle-fixture";
 const STARTUP: Duration = Duration::from_secs(30);
@@ -18,7 +20,12 @@ fn fixture(namespace: &TestNamespace, admin_port: u16) -> ComponentCommand {
 }
 
 async fn wait_ready(process: &ComponentProcess, admin_port: u16) {
-    let body = wait_for_http_status(&format!("http://127.0.0.1:{admin_port}/ready"), 200, STARTUP).await;
+    let body = wait_for_http_status(
+        &format!("http://127.0.0.1:{admin_port}/ready"),
+        200,
+        STARTUP,
+    )
+    .await;
     assert!(body.contains("ready"), "pid {}: {body}", process.pid());
 }
 
@@ -34,20 +41,34 @@ async fn ready_once_kafka_answers_then_sigterm_drains_and_exits_zero() {
     let base = format!("http://127.0.0.1:{admin_port}");
     let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains(r#"eddy_build_info{component="eddy-lifecycle-fixture""#),
         "{metrics}"
     );
     assert!(metrics.contains("eddy_ready 1"), "{metrics}");
-    assert!(metrics.contains("process_resident_memory_bytes"), "{metrics}");
+    assert!(
+        metrics.contains("process_resident_memory_bytes"),
+        "{metrics}"
+    );
 
     process.terminate();
     let status = process.wait_for_exit(Duration::from_secs(10));
     let output = process.output();
     assert_eq!(status.code(), Some(0), "{output}");
-    assert!(output.contains("signal=\"SIGTERM\"") || output.contains("signal=SIGTERM"), "{output}");
-    assert!(output.contains("worker flushed"), "the worker did not drain:\n{output}");
+    assert!(
+        output.contains("signal=\"SIGTERM\"") || output.contains("signal=SIGTERM"),
+        "{output}"
+    );
+    assert!(
+        output.contains("worker flushed"),
+        "the worker did not drain:\n{output}"
+    );
     assert!(output.contains("stopped"), "{output}");
 }
 
@@ -60,7 +81,11 @@ async fn sigint_stops_like_sigterm() {
     process.interrupt();
     let status = process.wait_for_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", process.output());
-    assert!(process.output().contains("worker flushed"), "{}", process.output());
+    assert!(
+        process.output().contains("worker flushed"),
+        "{}",
+        process.output()
+    );
 }
 
 #[tokio::test]
@@ -69,13 +94,20 @@ async fn not_ready_while_kafka_is_unreachable_but_alive() {
     let admin_port = free_port();
     let closed_port = free_port();
     let mut process = fixture(&namespace, admin_port)
-        .env("EDDY_KAFKA_BOOTSTRAP_SERVERS", format!("127.0.0.1:{closed_port}"))
+        .env(
+            "EDDY_KAFKA_BOOTSTRAP_SERVERS",
+            format!("127.0.0.1:{closed_port}"),
+        )
         .spawn();
     let base = format!("http://127.0.0.1:{admin_port}");
     wait_for_http_status(&format!("{base}/healthz"), 200, STARTUP).await;
     let body = wait_for_http_status(&format!("{base}/ready"), 503, STARTUP).await;
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(answer["waiting_for"], serde_json::json!(["kafka"]), "{body}");
+    assert_eq!(
+        answer["waiting_for"],
+        serde_json::json!(["kafka"]),
+        "{body}"
+    );
     // Still waiting, not crash-looping: the process is alive and logs that it waits.
     eddy_testkit::poll_until("the 'waiting for kafka' log line", STARTUP, || {
         let output = process.output();
@@ -84,7 +116,10 @@ async fn not_ready_while_kafka_is_unreachable_but_alive() {
     .await;
     assert!(process.is_running());
     process.terminate();
-    assert_eq!(process.wait_for_exit(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(
+        process.wait_for_exit(Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -136,7 +171,9 @@ async fn an_admin_port_in_use_is_a_clear_start_up_error() {
     let output = process.output();
     assert_eq!(status.code(), Some(1), "{output}");
     assert!(
-        output.contains(&format!("could not bind the admin server to 127.0.0.1:{port}")),
+        output.contains(&format!(
+            "could not bind the admin server to 127.0.0.1:{port}"
+        )),
         "{output}"
     );
 }
@@ -149,5 +186,9 @@ async fn kill_9_stops_at_once_without_cleanup() {
     wait_ready(&process, admin_port).await;
     let status = process.kill_9();
     assert_eq!(status.signal(), Some(9));
-    assert!(!process.output().contains("worker flushed"), "{}", process.output());
+    assert!(
+        !process.output().contains("worker flushed"),
+        "{}",
+        process.output()
+    );
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use eddy_testkit::records::{collect_until, produce_with};
 use eddy_testkit::{TestNamespace, TopicSpec};
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, FutureProducer, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientConfig;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -42,8 +42,13 @@ async fn compacted_topic_configs_are_set_and_read_back_through_the_admin_api() {
         .expect("topic config");
     let entries = resource.entry_map();
     let value = |name: &str| {
-        let entry = entries.get(name).unwrap_or_else(|| panic!("no {name} in {entries:?}"));
-        assert!(!entry.is_default, "{name} should be set on the topic, not a default");
+        let entry = entries
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {entries:?}"));
+        assert!(
+            !entry.is_default,
+            "{name} should be set on the topic, not a default"
+        );
         entry.value.clone()
     };
     assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
@@ -125,7 +130,9 @@ async fn idempotent_producer_gets_a_producer_id_and_partitions_keys_like_java() 
     let producer: ThreadedProducer<StatisticsProbe> = config
         .create_with_context(StatisticsProbe::default())
         .expect("producer");
-    let keys: Vec<String> = (0..50).map(|index| format!("conversation-{index}")).collect();
+    let keys: Vec<String> = (0..50)
+        .map(|index| format!("conversation-{index}"))
+        .collect();
     for (index, key) in keys.iter().enumerate() {
         let value = index.to_string();
         producer
@@ -146,7 +153,10 @@ async fn idempotent_producer_gets_a_producer_id_and_partitions_keys_like_java() 
                 .expect("statistics lock")
                 .as_ref()
                 .and_then(|statistics| statistics.eos.clone());
-            std::future::ready(eos.filter(|eos| eos.idemp_state == "Assigned").map(|eos| eos.producer_id))
+            std::future::ready(
+                eos.filter(|eos| eos.idemp_state == "Assigned")
+                    .map(|eos| eos.producer_id),
+            )
         },
     )
     .await;
@@ -169,8 +179,14 @@ async fn idempotent_producer_gets_a_producer_id_and_partitions_keys_like_java() 
     let mut last_value_by_partition: BTreeMap<i32, i64> = BTreeMap::new();
     for record in &records {
         let value: i64 = record.value_text().parse().expect("numeric value");
-        let last = last_value_by_partition.entry(record.partition).or_insert(-1);
-        assert!(value > *last, "partition {} went backwards", record.partition);
+        let last = last_value_by_partition
+            .entry(record.partition)
+            .or_insert(-1);
+        assert!(
+            value > *last,
+            "partition {} went backwards",
+            record.partition
+        );
         *last = value;
     }
 }
@@ -182,7 +198,14 @@ async fn a_consumer_group_resumes_from_its_committed_offset_after_a_restart() {
     let group = namespace.group("resuming-consumer");
     let producer = namespace.producer();
     for index in 0..10 {
-        produce_with(&producer, &topic, "key", format!("first-{index}").as_bytes(), &[]).await;
+        produce_with(
+            &producer,
+            &topic,
+            "key",
+            format!("first-{index}").as_bytes(),
+            &[],
+        )
+        .await;
     }
 
     // First run: read the 10 records, commit, stop.
@@ -208,7 +231,14 @@ async fn a_consumer_group_resumes_from_its_committed_offset_after_a_restart() {
     }
 
     for index in 0..5 {
-        produce_with(&producer, &topic, "key", format!("second-{index}").as_bytes(), &[]).await;
+        produce_with(
+            &producer,
+            &topic,
+            "key",
+            format!("second-{index}").as_bytes(),
+            &[],
+        )
+        .await;
     }
 
     // Second run, same group: starts at the committed offset, not at the beginning.
@@ -227,10 +257,15 @@ async fn aborted_transactions_are_invisible_to_read_committed_consumers() {
     let topic = namespace.create_topic("ledger", TopicSpec::new(1)).await;
     let producer: FutureProducer = namespace
         .kafka()
-        .transactional_producer_config("transactions-test", &namespace.transactional_id("ledger-writer"))
+        .transactional_producer_config(
+            "transactions-test",
+            &namespace.transactional_id("ledger-writer"),
+        )
         .create()
         .expect("transactional producer");
-    producer.init_transactions(DEADLINE).expect("init transactions");
+    producer
+        .init_transactions(DEADLINE)
+        .expect("init transactions");
 
     producer.begin_transaction().expect("begin");
     produce_with(&producer, &topic, "a", b"aborted-1", &[]).await;
@@ -243,15 +278,22 @@ async fn aborted_transactions_are_invisible_to_read_committed_consumers() {
 
     let read_committed = namespace
         .consume_until(&topic, DEADLINE, |records| {
-            records.iter().any(|record| record.value_text() == "committed-1")
+            records
+                .iter()
+                .any(|record| record.value_text() == "committed-1")
         })
         .await
         .expect("the committed record");
-    let values: Vec<String> = read_committed.iter().map(|record| record.value_text()).collect();
+    let values: Vec<String> = read_committed
+        .iter()
+        .map(|record| record.value_text())
+        .collect();
     assert_eq!(values, vec!["committed-1"], "aborted records leaked");
 
     // The aborted records are in the log: a read_uncommitted consumer sees them.
-    let mut config = namespace.kafka().consumer_config("uncommitted", &namespace.group("uncommitted"));
+    let mut config = namespace
+        .kafka()
+        .consumer_config("uncommitted", &namespace.group("uncommitted"));
     config.set("isolation.level", "read_uncommitted");
     let uncommitted: rdkafka::consumer::StreamConsumer = config.create().expect("consumer");
     let mut assignment = rdkafka::TopicPartitionList::new();
@@ -260,11 +302,16 @@ async fn aborted_transactions_are_invisible_to_read_committed_consumers() {
         .expect("assignment");
     uncommitted.assign(&assignment).expect("assign");
     let everything = collect_until(&uncommitted, DEADLINE, &mut |records| {
-        records.iter().any(|record| record.value_text() == "committed-1")
+        records
+            .iter()
+            .any(|record| record.value_text() == "committed-1")
     })
     .await
     .expect("all records");
-    let values: Vec<String> = everything.iter().map(|record| record.value_text()).collect();
+    let values: Vec<String> = everything
+        .iter()
+        .map(|record| record.value_text())
+        .collect();
     assert_eq!(values, vec!["aborted-1", "aborted-2", "committed-1"]);
     assert!(everything.iter().all(|record| record.topic == topic));
 }

@@ -8,8 +8,12 @@ use std::time::Duration;
 use apache_avro::types::Value;
 use eddy_testkit::{TestNamespace, TopicSpec};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id, post_schema};
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_schema_by_id, post_schema,
+};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 use serde::{Deserialize, Serialize};
 
 const HEARTBEAT_SCHEMA: &str = r#"{
@@ -38,7 +42,9 @@ fn settings(namespace: &TestNamespace) -> SrSettings {
 #[tokio::test]
 async fn avro_records_round_trip_in_confluent_wire_format_through_the_registry() {
     let namespace = TestNamespace::new("schema-registry");
-    let topic = namespace.create_topic("heartbeats", TopicSpec::new(1)).await;
+    let topic = namespace
+        .create_topic("heartbeats", TopicSpec::new(1))
+        .await;
     let registry = settings(&namespace);
     let subject = format!("{topic}-value");
 
@@ -82,7 +88,9 @@ async fn avro_records_round_trip_in_confluent_wire_format_through_the_registry()
 
     namespace.produce(&topic, "heart-1", &bytes).await;
     let records = namespace
-        .consume_until(&topic, Duration::from_secs(30), |records| !records.is_empty())
+        .consume_until(&topic, Duration::from_secs(30), |records| {
+            !records.is_empty()
+        })
         .await
         .expect("the record");
 
