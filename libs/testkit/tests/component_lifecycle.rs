@@ -73,18 +73,35 @@ async fn ready_once_kafka_answers_then_sigterm_drains_and_exits_zero() {
 }
 
 #[tokio::test]
-async fn sigint_stops_like_sigterm() {
+async fn sigint_stops_like_sigterm_and_json_logs_are_json() {
     let namespace = TestNamespace::new("lifecycle-sigint");
     let admin_port = free_port();
-    let mut process = fixture(&namespace, admin_port).spawn();
+    let mut process = fixture(&namespace, admin_port)
+        .env("EDDY_LOG_FORMAT", "json")
+        .spawn();
     wait_ready(&process, admin_port).await;
     process.interrupt();
     let status = process.wait_for_exit(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0), "{}", process.output());
+    let output = process.output();
+    assert_eq!(status.code(), Some(0), "{output}");
+    let events: Vec<serde_json::Value> = output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
+        .collect();
     assert!(
-        process.output().contains("worker flushed"),
-        "{}",
-        process.output()
+        events
+            .iter()
+            .any(|event| event["message"] == "shutting down" && event["signal"] == "SIGINT"),
+        "{output}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|event| event["message"] == "worker flushed"),
+        "{output}"
     );
 }
 

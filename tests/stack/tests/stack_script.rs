@@ -17,9 +17,7 @@ fn stack_script(namespace: &TestNamespace, command: &str, env: &[(&str, String)]
         .env("EDDY_RUN_DIR", namespace.state_dir("run"))
         .env("EDDY_KAFKA_PORT", free_port().to_string())
         .env("EDDY_KAFKA_CONTROLLER_PORT", free_port().to_string())
-        .env("EDDY_REGISTRY_PORT", free_port().to_string())
-        .env_remove("EDDY_KAFKA_BOOTSTRAP_SERVERS")
-        .env_remove("EDDY_SCHEMA_REGISTRY_URL");
+        .env("EDDY_REGISTRY_PORT", free_port().to_string());
     for (key, value) in env {
         script.env(key, value);
     }

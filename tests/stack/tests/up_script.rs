@@ -42,8 +42,6 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
             .env("EDDY_REGISTRY_PORT", free_port().to_string())
             .env("EDDY_KAFKA_HEAP", "256m")
             .env("EDDY_REGISTRY_HEAP", "256m")
-            .env_remove("EDDY_KAFKA_BOOTSTRAP_SERVERS")
-            .env_remove("EDDY_SCHEMA_REGISTRY_URL")
             .spawn();
 
     poll_until(
