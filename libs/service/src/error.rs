@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 /// What can go wrong while starting or running the shared parts of a component.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error("start-up failed: {0}")]
+    Start(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("could not bind the admin server to {address}")]

@@ -68,34 +68,19 @@ where
     tokio_runtime.block_on(async move {
         match run_async(component, args, start).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(RunError::Service(error)) => {
+            Err(error) => {
                 report_error(&error);
-                ExitCode::FAILURE
-            }
-            Err(RunError::Start(message)) => {
-                tracing::error!(error = %message, "start-up failed");
                 ExitCode::FAILURE
             }
         }
     })
 }
 
-enum RunError {
-    Service(ServiceError),
-    Start(String),
-}
-
-impl From<ServiceError> for RunError {
-    fn from(error: ServiceError) -> Self {
-        RunError::Service(error)
-    }
-}
-
 async fn run_async<F, Fut, E>(
     component: ComponentInfo,
     args: &ServiceArgs,
     start: F,
-) -> Result<(), RunError>
+) -> Result<(), ServiceError>
 where
     F: FnOnce(Runtime) -> Fut,
     Fut: Future<Output = Result<(), E>>,
@@ -156,7 +141,7 @@ where
             }
             Ok(())
         }
-        Err(message) => Err(RunError::Start(message)),
+        Err(message) => Err(ServiceError::Start(message)),
     };
 
     readiness.set_draining();

@@ -177,29 +177,35 @@ impl TestNamespace {
         F: FnMut(&[ConsumedRecord]) -> bool,
     {
         let consumer = self.consumer(&self.group("reader"));
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap_or_else(|error| panic!("cannot read metadata of {topic}: {error}"));
-        let mut assignment = TopicPartitionList::new();
-        for partition in metadata
-            .topics()
-            .first()
-            .map(|topic| topic.partitions())
-            .unwrap_or_default()
-        {
-            assignment
-                .add_partition_offset(topic, partition.id(), Offset::Beginning)
-                .unwrap_or_else(|error| panic!("cannot assign {topic}: {error}"));
-        }
-        assert!(
-            assignment.count() > 0,
-            "topic {topic} has no partitions (does it exist?)"
-        );
-        consumer
-            .assign(&assignment)
-            .unwrap_or_else(|error| panic!("cannot assign {topic}: {error}"));
+        assign_from_beginning(&consumer, topic);
         collect_until(&consumer, timeout, &mut done).await
     }
+}
+
+/// Assigns every partition of `topic` to `consumer` from the first offset, bypassing group
+/// membership (the consumer reads the whole topic, whatever its group has committed).
+pub fn assign_from_beginning<C: Consumer>(consumer: &C, topic: &str) {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|error| panic!("cannot read metadata of {topic}: {error}"));
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata
+        .topics()
+        .first()
+        .map(|topic| topic.partitions())
+        .unwrap_or_default()
+    {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap_or_else(|error| panic!("cannot assign {topic}: {error}"));
+    }
+    assert!(
+        assignment.count() > 0,
+        "topic {topic} has no partitions (does it exist?)"
+    );
+    consumer
+        .assign(&assignment)
+        .unwrap_or_else(|error| panic!("cannot assign {topic}: {error}"));
 }
 
 /// Produces one record with `producer` and returns its (partition, offset).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use eddy_testkit::records::{collect_until, produce_with};
+use eddy_testkit::records::{assign_from_beginning, collect_until, produce_with};
 use eddy_testkit::{TestNamespace, TopicSpec};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminOptions, ResourceSpecifier};
@@ -296,11 +296,7 @@ async fn aborted_transactions_are_invisible_to_read_committed_consumers() {
         .consumer_config("uncommitted", &namespace.group("uncommitted"));
     config.set("isolation.level", "read_uncommitted");
     let uncommitted: rdkafka::consumer::StreamConsumer = config.create().expect("consumer");
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    assignment
-        .add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)
-        .expect("assignment");
-    uncommitted.assign(&assignment).expect("assign");
+    assign_from_beginning(&uncommitted, &topic);
     let everything = collect_until(&uncommitted, DEADLINE, &mut |records| {
         records
             .iter()

@@ -5,13 +5,14 @@
 use std::process::Command;
 use std::time::Duration;
 
+use eddy_testkit::records::assign_from_beginning;
 use eddy_testkit::stack::repo_dir;
 use eddy_testkit::{ComponentCommand, TestNamespace, free_port, poll_until};
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 fn printed_value(output: &str, label: &str) -> Option<String> {
     output
@@ -89,11 +90,7 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
         .consumer_config("up-test", "up-test")
         .create()
         .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("assignment");
-    consumer.assign(&assignment).expect("assign");
+    assign_from_beginning(&consumer, topic);
     let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a record within 30 s")
