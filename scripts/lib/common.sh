@@ -71,6 +71,8 @@ ensure_build_deps() {
   else
     missing+=(zlib1g-dev libssl-dev)
   fi
+  # RocksDB (rust-rocksdb) generates its bindings with bindgen, which loads libclang.
+  ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so' || missing+=(libclang-dev)
   install_debian_packages "${missing[@]}"
 }
 

@@ -1,0 +1,405 @@
+//! A running streams application: the processing thread, its lifecycle state and statistics.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use eddy_service::kafka::KafkaArgs;
+use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::ThreadedProducer;
+use tokio::sync::watch;
+
+use crate::StreamsError;
+use crate::delivery::DeliveryTracker;
+use crate::processor::RecordSink;
+use crate::task::{TaskManager, TaskManagerParts};
+use crate::topology::{Topology, changelog_topic};
+
+/// Lifecycle of an application, as in Kafka Streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppState {
+    Created,
+    /// Waiting for a partition assignment.
+    Rebalancing,
+    /// Restoring stores of newly assigned partitions from their changelogs.
+    Restoring,
+    Running,
+    PendingShutdown,
+    NotRunning,
+    Error,
+}
+
+/// Counters of a running application.
+#[derive(Debug, Default)]
+pub struct StreamsStats {
+    pub processed_records: AtomicU64,
+    pub restored_records: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// Shared, observable lifecycle state.
+#[derive(Debug, Clone)]
+pub(crate) struct StateCell {
+    sender: Arc<watch::Sender<AppState>>,
+}
+
+impl StateCell {
+    pub(crate) fn set(&self, state: AppState) {
+        let previous = self.sender.send_replace(state);
+        if previous != state {
+            tracing::info!(from = ?previous, to = ?state, "streams state changed");
+        }
+    }
+}
+
+/// How the application reaches Kafka and where it keeps local state.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    pub kafka: KafkaArgs,
+    /// Local state lives in `<state_dir>/<application id>/<partition>/<store>`; keep it on a
+    /// persistent volume so a restart restores only the changelog's tail.
+    pub state_dir: PathBuf,
+    /// How often processed input offsets are committed (after outputs are acknowledged).
+    pub commit_interval: Duration,
+}
+
+impl StreamsConfig {
+    pub fn new(kafka: KafkaArgs, state_dir: impl Into<PathBuf>) -> Self {
+        StreamsConfig {
+            kafka,
+            state_dir: state_dir.into(),
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Consumer callbacks: partitions revoked are committed and closed before they move, partitions
+/// assigned are restored before they are processed.
+struct StreamsContext {
+    tasks: Arc<Mutex<TaskManager>>,
+}
+
+impl StreamsContext {
+    fn tasks(&self) -> MutexGuard<'_, TaskManager> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for StreamsContext {}
+
+impl ConsumerContext for StreamsContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let mut tasks = self.tasks();
+            tasks.set_state(AppState::Rebalancing);
+            if let Err(error) = tasks.close_all(consumer) {
+                tasks.fatal.get_or_insert(error);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut tasks = self.tasks();
+        match rebalance {
+            Rebalance::Assign(assignment) => {
+                if let Err(error) = tasks.assign(assignment) {
+                    tasks.fatal.get_or_insert(error);
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
+        }
+    }
+}
+
+/// A started application. Stop it with [`StreamsApp::stop`] to commit and close cleanly.
+#[derive(Debug)]
+pub struct StreamsApp {
+    state: watch::Receiver<AppState>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), StreamsError>>>,
+    stats: Arc<StreamsStats>,
+}
+
+impl StreamsApp {
+    /// Checks that the inputs are co-partitioned, creates missing changelog topics (compacted,
+    /// one partition per input partition), and starts the processing thread.
+    pub async fn start(config: StreamsConfig, topology: Topology) -> Result<Self, StreamsError> {
+        let processor_factory =
+            topology
+                .processor_factory
+                .clone()
+                .ok_or_else(|| StreamsError::Topic {
+                    topic: topology.application_id.clone(),
+                    message: "the topology has no processor".to_owned(),
+                })?;
+        let application_id = topology.application_id.clone();
+        let partitions = input_partitions(&config.kafka, &topology.inputs).await?;
+        let changelogs: Vec<String> = topology
+            .stores
+            .iter()
+            .map(|store| changelog_topic(&application_id, store))
+            .collect();
+        create_changelogs(&config.kafka, &changelogs, partitions).await?;
+
+        let (sender, state) = watch::channel(AppState::Created);
+        let state_cell = StateCell {
+            sender: Arc::new(sender),
+        };
+        let stats = Arc::new(StreamsStats::default());
+        let producer: ThreadedProducer<DeliveryTracker> = config
+            .kafka
+            .producer_config(&format!("{application_id}-producer"))
+            .create_with_context(DeliveryTracker::new(
+                changelogs.iter().cloned().collect::<HashSet<_>>(),
+            ))
+            .map_err(|error| StreamsError::kafka("creating the producer", error))?;
+        let restore_consumer: BaseConsumer = config
+            .kafka
+            .consumer_config(
+                &format!("{application_id}-restore"),
+                &format!("{application_id}-restore"),
+            )
+            .create()
+            .map_err(|error| StreamsError::kafka("creating the restore consumer", error))?;
+        let tasks = Arc::new(Mutex::new(TaskManager::new(TaskManagerParts {
+            application_id: application_id.clone(),
+            inputs: topology.inputs.clone(),
+            store_names: topology.stores.clone(),
+            processor_factory,
+            partitions_dir: config.state_dir.join(&application_id),
+            sink: RecordSink {
+                application_id: application_id.clone(),
+                producer,
+            },
+            restore_consumer,
+            stats: Arc::clone(&stats),
+            state: state_cell.clone(),
+        })));
+        let mut consumer_config = config
+            .kafka
+            .consumer_config(&format!("{application_id}-consumer"), &application_id);
+        // Range assignment gives partition p of every (equally partitioned) input to the same
+        // member: the co-partitioning that joins and shared stores rely on.
+        consumer_config.set("partition.assignment.strategy", "range");
+        let consumer: BaseConsumer<StreamsContext> = consumer_config
+            .create_with_context(StreamsContext {
+                tasks: Arc::clone(&tasks),
+            })
+            .map_err(|error| StreamsError::kafka("creating the consumer", error))?;
+        let inputs: Vec<&str> = topology.inputs.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&inputs)
+            .map_err(|error| StreamsError::kafka("subscribing to the inputs", error))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name(format!("streams-{application_id}"))
+            .spawn({
+                let stop = Arc::clone(&stop);
+                let state_cell = state_cell.clone();
+                let commit_interval = config.commit_interval;
+                move || {
+                    state_cell.set(AppState::Rebalancing);
+                    let result = process_until_stopped(&consumer, &tasks, &stop, commit_interval);
+                    state_cell.set(if result.is_ok() {
+                        AppState::NotRunning
+                    } else {
+                        AppState::Error
+                    });
+                    if let Err(error) = &result {
+                        tracing::error!(error = %error, "streams application failed");
+                    }
+                    result
+                }
+            })
+            .map_err(|source| StreamsError::Io {
+                what: "starting the processing thread".to_owned(),
+                source,
+            })?;
+        Ok(StreamsApp {
+            state,
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    pub fn state(&self) -> AppState {
+        *self.state.borrow()
+    }
+
+    /// A receiver that sees every state change (for readiness).
+    pub fn state_changes(&self) -> watch::Receiver<AppState> {
+        self.state.clone()
+    }
+
+    pub fn stats(&self) -> &StreamsStats {
+        &self.stats
+    }
+
+    /// Waits until the application is in `wanted` (or failed), at most `timeout`.
+    pub async fn wait_for_state(&self, wanted: AppState, timeout: Duration) -> AppState {
+        let mut state = self.state.clone();
+        let reached = tokio::time::timeout(
+            timeout,
+            state.wait_for(|current| *current == wanted || *current == AppState::Error),
+        )
+        .await;
+        match reached {
+            Ok(Ok(current)) => *current,
+            _ => self.state(),
+        }
+    }
+
+    /// Stops processing, commits, checkpoints and closes the stores, and leaves the group.
+    pub async fn stop(mut self) -> Result<(), StreamsError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|_| StreamsError::ThreadPanicked)?
+            .map_err(|_| StreamsError::ThreadPanicked)?
+    }
+}
+
+impl Drop for StreamsApp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn process_until_stopped(
+    consumer: &BaseConsumer<StreamsContext>,
+    tasks: &Mutex<TaskManager>,
+    stop: &AtomicBool,
+    commit_interval: Duration,
+) -> Result<(), StreamsError> {
+    let lock = || tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // Rebalance callbacks run inside poll; the task lock is not held here.
+        let message = consumer.poll(Duration::from_millis(100));
+        let mut manager = lock();
+        if let Some(error) = manager.fatal.take() {
+            return Err(error);
+        }
+        match message {
+            Some(Ok(message)) => manager.process(&message)?,
+            Some(Err(error)) => tracing::warn!(error = %error, "consumer error"),
+            None => {}
+        }
+        if last_commit.elapsed() >= commit_interval {
+            manager.commit(consumer)?;
+            last_commit = Instant::now();
+        }
+    }
+    let mut manager = lock();
+    manager.set_state(AppState::PendingShutdown);
+    manager.close_all(consumer)?;
+    drop(manager);
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// The partition count shared by every input; an error if they differ.
+async fn input_partitions(kafka: &KafkaArgs, inputs: &[String]) -> Result<i32, StreamsError> {
+    let kafka = kafka.clone();
+    let inputs = inputs.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka
+            .consumer_config("streams-metadata", "streams-metadata")
+            .create()
+            .map_err(|error| StreamsError::kafka("creating a metadata client", error))?;
+        let mut counts = Vec::new();
+        for topic in &inputs {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(30))
+                .map_err(|error| StreamsError::kafka(format!("metadata of {topic}"), error))?;
+            let found = metadata
+                .topics()
+                .first()
+                .filter(|found| found.error().is_none());
+            let count = found.map(|found| found.partitions().len()).unwrap_or(0);
+            if count == 0 {
+                return Err(StreamsError::Topic {
+                    topic: topic.clone(),
+                    message: "input topic does not exist".to_owned(),
+                });
+            }
+            counts.push((topic.clone(), count));
+        }
+        let first = counts
+            .first()
+            .map(|(_, count)| *count)
+            .ok_or_else(|| StreamsError::Topic {
+                topic: String::new(),
+                message: "the topology has no input".to_owned(),
+            })?;
+        if counts.iter().any(|(_, count)| *count != first) {
+            let listing: Vec<String> = counts
+                .iter()
+                .map(|(topic, count)| format!("{topic} has {count}"))
+                .collect();
+            return Err(StreamsError::NotCoPartitioned(listing.join(", ")));
+        }
+        i32::try_from(first).map_err(|_| StreamsError::Topic {
+            topic: inputs[0].clone(),
+            message: "too many partitions".to_owned(),
+        })
+    })
+    .await
+    .map_err(|_| StreamsError::ThreadPanicked)?
+}
+
+async fn create_changelogs(
+    kafka: &KafkaArgs,
+    changelogs: &[String],
+    partitions: i32,
+) -> Result<(), StreamsError> {
+    if changelogs.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .admin_config("streams-admin")
+        .create()
+        .map_err(|error| StreamsError::kafka("creating an admin client", error))?;
+    let topics: Vec<NewTopic<'_>> = changelogs
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+                .set("min.compaction.lag.ms", "0")
+                .set("segment.bytes", "104857600")
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .map_err(|error| StreamsError::kafka("creating changelog topics", error))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic = %topic, partitions, "changelog topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(StreamsError::Topic {
+                    topic,
+                    message: format!("could not create the changelog: {code}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! `eddy-streams`: a Kafka-Streams-style runtime on rdkafka and RocksDB, the engine under every
+//! Eddy transformer and service.
+//!
+//! An application ([`Topology`]) has an id (its consumer group and the prefix of its internal
+//! topics), co-partitioned input topics, state stores and a [`Processor`] that runs once per
+//! partition ("task"). Each store is a RocksDB instance per partition, and every write also goes
+//! to the store's compacted changelog topic `<application id>-<store>-changelog`. On assignment a
+//! store restores from its changelog starting at its local checkpoint, so a restart with a kept
+//! state dir reads only the tail. Commits are at-least-once: outputs and changelog records are
+//! acknowledged before input offsets are committed, and checkpoints follow the commit.
+
+pub mod app;
+mod delivery;
+pub mod error;
+pub mod partitioner;
+pub mod processor;
+pub mod serde;
+pub mod store;
+mod task;
+pub mod topology;
+
+pub use app::{AppState, StreamsApp, StreamsConfig, StreamsStats};
+pub use error::StreamsError;
+pub use processor::{Processor, ProcessorContext, ProcessorError};
+pub use serde::{BytesSerde, JsonSerde, Serde, SerdeError, StringSerde};
+pub use topology::{InputRecord, InputTopic, OutputTopic, StoreDefinition, Topology};

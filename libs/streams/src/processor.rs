@@ -1,0 +1,176 @@
+//! The processor API: for each input record of its partition, a processor reads and writes the
+//! task's state stores and emits records to output topics through its [`ProcessorContext`].
+//! Every store write also goes to the store's changelog topic, on the same partition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
+
+use crate::StreamsError;
+use crate::delivery::DeliveryTracker;
+use crate::serde::SerdeError;
+use crate::store::PartitionStore;
+use crate::topology::{InputRecord, OutputTopic, StoreDefinition, changelog_topic};
+
+/// Processes the records of one task (one partition of every input).
+pub trait Processor: Send {
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        context: &mut ProcessorContext<'_>,
+    ) -> Result<(), ProcessorError>;
+}
+
+/// A processor's failure on one record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProcessorError(pub String);
+
+impl From<SerdeError> for ProcessorError {
+    fn from(error: SerdeError) -> Self {
+        ProcessorError(format!("serialization: {error}"))
+    }
+}
+
+impl From<StreamsError> for ProcessorError {
+    fn from(error: StreamsError) -> Self {
+        ProcessorError(error.to_string())
+    }
+}
+
+/// Where records go: output topics and changelogs, through one idempotent producer.
+pub(crate) struct RecordSink {
+    pub(crate) application_id: String,
+    pub(crate) producer: ThreadedProducer<DeliveryTracker>,
+}
+
+impl RecordSink {
+    /// Sends a record; waits for room when the producer queue is full.
+    pub(crate) fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StreamsError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    // The background thread drains the queue; give it a moment.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    return Err(StreamsError::Produce(format!("to {topic}: {error}")));
+                }
+            }
+        }
+    }
+}
+
+/// What a processor can do while handling a record.
+pub struct ProcessorContext<'a> {
+    pub(crate) partition: i32,
+    pub(crate) stores: &'a HashMap<String, Arc<PartitionStore>>,
+    pub(crate) sink: &'a RecordSink,
+}
+
+impl std::fmt::Debug for ProcessorContext<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ProcessorContext")
+            .field("partition", &self.partition)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessorContext<'_> {
+    /// The partition this task processes.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The value stored under `key`.
+    pub fn get<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, ProcessorError> {
+        let key = store.key_serde.serialize(key)?;
+        match self.local_store(store.name())?.get(&key)? {
+            Some(bytes) => Ok(Some(store.value_serde.deserialize(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key`, locally and in the changelog.
+    pub fn put<K: 'static, V: 'static>(
+        &mut self,
+        store: &StoreDefinition<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), ProcessorError> {
+        let key = store.key_serde.serialize(key)?;
+        let value = store.value_serde.serialize(value)?;
+        self.local_store(store.name())?.put(&key, &value)?;
+        self.sink.send(
+            &changelog_topic(&self.sink.application_id, store.name()),
+            Some(self.partition),
+            &key,
+            Some(&value),
+        )?;
+        Ok(())
+    }
+
+    /// Deletes `key`, locally and in the changelog (a tombstone).
+    pub fn delete<K: 'static, V: 'static>(
+        &mut self,
+        store: &StoreDefinition<K, V>,
+        key: &K,
+    ) -> Result<(), ProcessorError> {
+        let key = store.key_serde.serialize(key)?;
+        self.local_store(store.name())?.delete(&key)?;
+        self.sink.send(
+            &changelog_topic(&self.sink.application_id, store.name()),
+            Some(self.partition),
+            &key,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Sends a record to an output topic, partitioned by key like the Java producer; `None` as
+    /// the value sends a tombstone.
+    pub fn emit<K: 'static, V: 'static>(
+        &mut self,
+        output: &OutputTopic<K, V>,
+        key: &K,
+        value: Option<&V>,
+    ) -> Result<(), ProcessorError> {
+        let key = output.key_serde.serialize(key)?;
+        let value = value
+            .map(|value| output.value_serde.serialize(value))
+            .transpose()?;
+        self.sink
+            .send(output.name(), None, &key, value.as_deref())?;
+        Ok(())
+    }
+
+    fn local_store(&self, name: &str) -> Result<&PartitionStore, StreamsError> {
+        self.stores
+            .get(name)
+            .map(Arc::as_ref)
+            .ok_or_else(|| StreamsError::UnknownStore(name.to_owned()))
+    }
+}

@@ -1,0 +1,347 @@
+//! Tasks: one per assigned partition, each with its processor and its stores. The task manager
+//! opens and restores stores when partitions are assigned, runs records through processors,
+//! commits (producer flushed, then input offsets, then store checkpoints) and closes stores when
+//! partitions are revoked.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::StreamsError;
+use crate::app::{AppState, StateCell, StreamsStats};
+use crate::processor::{Processor, ProcessorContext, RecordSink};
+use crate::store::{KeyValue, PartitionStore};
+use crate::topology::{InputRecord, ProcessorFactory, changelog_topic};
+
+const RESTORE_BATCH: usize = 10_000;
+const RESTORE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Task {
+    partition: i32,
+    stores: HashMap<String, Arc<PartitionStore>>,
+    processor: Box<dyn Processor>,
+    /// Per input topic, the offset to commit (last processed + 1).
+    next_offsets: HashMap<String, i64>,
+    /// Per store, the changelog offset of the last checkpoint.
+    checkpointed: HashMap<String, i64>,
+}
+
+pub(crate) struct TaskManager {
+    application_id: String,
+    inputs: Vec<String>,
+    store_names: Vec<String>,
+    processor_factory: ProcessorFactory,
+    partitions_dir: PathBuf,
+    pub(crate) sink: RecordSink,
+    restore_consumer: BaseConsumer,
+    tasks: BTreeMap<i32, Task>,
+    stats: Arc<StreamsStats>,
+    state: StateCell,
+    uncommitted: bool,
+    /// A failure inside a rebalance callback, raised by the processing loop.
+    pub(crate) fatal: Option<StreamsError>,
+}
+
+pub(crate) struct TaskManagerParts {
+    pub(crate) application_id: String,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) store_names: Vec<String>,
+    pub(crate) processor_factory: ProcessorFactory,
+    pub(crate) partitions_dir: PathBuf,
+    pub(crate) sink: RecordSink,
+    pub(crate) restore_consumer: BaseConsumer,
+    pub(crate) stats: Arc<StreamsStats>,
+    pub(crate) state: StateCell,
+}
+
+impl TaskManager {
+    pub(crate) fn new(parts: TaskManagerParts) -> Self {
+        TaskManager {
+            application_id: parts.application_id,
+            inputs: parts.inputs,
+            store_names: parts.store_names,
+            processor_factory: parts.processor_factory,
+            partitions_dir: parts.partitions_dir,
+            sink: parts.sink,
+            restore_consumer: parts.restore_consumer,
+            tasks: BTreeMap::new(),
+            stats: parts.stats,
+            state: parts.state,
+            uncommitted: false,
+            fatal: None,
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: AppState) {
+        self.state.set(state);
+    }
+
+    /// Opens and restores the stores of newly assigned partitions and creates their tasks.
+    pub(crate) fn assign(&mut self, assignment: &TopicPartitionList) -> Result<(), StreamsError> {
+        let elements = assignment.elements();
+        let partitions: BTreeSet<i32> =
+            elements.iter().map(|element| element.partition()).collect();
+        for partition in &partitions {
+            let topics: BTreeSet<&str> = elements
+                .iter()
+                .filter(|element| element.partition() == *partition)
+                .map(|element| element.topic())
+                .collect();
+            if topics.len() != self.inputs.len() {
+                tracing::warn!(partition, ?topics, inputs = ?self.inputs, "partition assigned for only some inputs");
+            }
+        }
+        self.set_state(AppState::Restoring);
+        for partition in partitions {
+            if self.tasks.contains_key(&partition) {
+                continue;
+            }
+            let task = self.open_task(partition)?;
+            self.tasks.insert(partition, task);
+        }
+        tracing::info!(partitions = ?self.tasks.keys().collect::<Vec<_>>(), "tasks running");
+        self.set_state(AppState::Running);
+        Ok(())
+    }
+
+    fn open_task(&mut self, partition: i32) -> Result<Task, StreamsError> {
+        let partition_dir = self.partitions_dir.join(partition.to_string());
+        let mut stores = HashMap::new();
+        let mut checkpointed = HashMap::new();
+        for name in self.store_names.clone() {
+            let changelog = changelog_topic(&self.application_id, &name);
+            let (low, high) = self
+                .restore_consumer
+                .fetch_watermarks(&changelog, partition, Duration::from_secs(30))
+                .map_err(|error| {
+                    StreamsError::kafka(format!("watermarks of {changelog}/{partition}"), error)
+                })?;
+            let mut store = PartitionStore::open(&partition_dir, &name, partition)?;
+            if let Some(checkpoint) = store.checkpoint()?
+                && checkpoint > high
+            {
+                tracing::warn!(store = %name, partition, checkpoint, high, "checkpoint is ahead of the changelog: restoring in full");
+                drop(store);
+                std::fs::remove_file(partition_dir.join(format!("{name}.checkpoint"))).map_err(
+                    |source| StreamsError::Io {
+                        what: "removing a stale checkpoint".to_owned(),
+                        source,
+                    },
+                )?;
+                store = PartitionStore::open(&partition_dir, &name, partition)?;
+            }
+            let start = store.checkpoint()?.unwrap_or(low).max(low);
+            if start < high {
+                self.restore(&store, &changelog, partition, start, high)?;
+            }
+            store.write_checkpoint(high)?;
+            checkpointed.insert(name.clone(), high);
+            stores.insert(name, Arc::new(store));
+        }
+        Ok(Task {
+            partition,
+            stores,
+            processor: (self.processor_factory)(partition),
+            next_offsets: HashMap::new(),
+            checkpointed,
+        })
+    }
+
+    /// Reads changelog `topic`/`partition` from `start` up to `end` into `store`, in write
+    /// batches without the WAL.
+    fn restore(
+        &self,
+        store: &PartitionStore,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        end: i64,
+    ) -> Result<(), StreamsError> {
+        let began = Instant::now();
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(start))
+            .map_err(|error| StreamsError::kafka("restore assignment", error))?;
+        self.restore_consumer.assign(&assignment).map_err(|error| {
+            StreamsError::kafka(format!("assigning {topic}/{partition} for restore"), error)
+        })?;
+        let mut batch: Vec<KeyValue> = Vec::with_capacity(RESTORE_BATCH);
+        let mut restored = 0_u64;
+        let mut last_progress = Instant::now();
+        loop {
+            match self.restore_consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    last_progress = Instant::now();
+                    if let Some(key) = message.key() {
+                        batch.push((key.to_vec(), message.payload().map(<[u8]>::to_vec)));
+                    }
+                    let done = message.offset() + 1 >= end;
+                    if batch.len() >= RESTORE_BATCH || done {
+                        store.apply_batch(&batch)?;
+                        restored += batch.len() as u64;
+                        batch.clear();
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    return Err(StreamsError::kafka(
+                        format!("restoring {topic}/{partition}"),
+                        error,
+                    ));
+                }
+                None => {
+                    // Transaction markers at the end of the log are never delivered as messages.
+                    let position = self.restore_consumer.position().ok().and_then(|positions| {
+                        positions
+                            .find_partition(topic, partition)
+                            .and_then(|element| element.offset().to_raw())
+                    });
+                    if position.is_some_and(|position| position >= end) {
+                        store.apply_batch(&batch)?;
+                        restored += batch.len() as u64;
+                        break;
+                    }
+                    if last_progress.elapsed() > RESTORE_STALL_TIMEOUT {
+                        return Err(StreamsError::Topic {
+                            topic: topic.to_owned(),
+                            message: format!(
+                                "restore of partition {partition} made no progress for {RESTORE_STALL_TIMEOUT:?} (at {position:?}, end {end})"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        self.restore_consumer
+            .unassign()
+            .map_err(|error| StreamsError::kafka("ending restore", error))?;
+        self.stats
+            .restored_records
+            .fetch_add(restored, Ordering::Relaxed);
+        tracing::info!(
+            store = store.name(),
+            partition,
+            from = start,
+            to = end,
+            records = restored,
+            elapsed_ms = began.elapsed().as_millis() as u64,
+            "restored"
+        );
+        Ok(())
+    }
+
+    /// Runs one input record through its task's processor.
+    pub(crate) fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), StreamsError> {
+        let partition = message.partition();
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            tracing::warn!(
+                topic = message.topic(),
+                partition,
+                "record for a partition without a task"
+            );
+            return Ok(());
+        };
+        let record = InputRecord {
+            topic: message.topic(),
+            partition,
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key(),
+            value: message.payload(),
+        };
+        let mut context = ProcessorContext {
+            partition,
+            stores: &task.stores,
+            sink: &self.sink,
+        };
+        task.processor
+            .process(&record, &mut context)
+            .map_err(|error| StreamsError::Processor {
+                topic: record.topic.to_owned(),
+                partition,
+                offset: record.offset,
+                message: error.0,
+            })?;
+        task.next_offsets
+            .insert(record.topic.to_owned(), record.offset + 1);
+        self.uncommitted = true;
+        self.stats.processed_records.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// At-least-once commit: every output and changelog record acknowledged, then the input
+    /// offsets committed, then store checkpoints written.
+    pub(crate) fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), StreamsError> {
+        if !self.uncommitted {
+            return Ok(());
+        }
+        self.sink
+            .producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|error| StreamsError::kafka("flushing the producer", error))?;
+        if let Some(error) = self.sink.producer.context().first_error() {
+            return Err(StreamsError::Produce(error));
+        }
+        let mut offsets = TopicPartitionList::new();
+        for task in self.tasks.values() {
+            for (topic, next) in &task.next_offsets {
+                offsets
+                    .add_partition_offset(topic, task.partition, Offset::Offset(*next))
+                    .map_err(|error| StreamsError::kafka("building the commit", error))?;
+            }
+        }
+        if offsets.count() > 0 {
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(|error| StreamsError::kafka("committing input offsets", error))?;
+        }
+        for task in self.tasks.values_mut() {
+            for (name, store) in &task.stores {
+                let changelog = changelog_topic(&self.application_id, name);
+                let Some(last) = self
+                    .sink
+                    .producer
+                    .context()
+                    .changelog_offset(&changelog, task.partition)
+                else {
+                    continue;
+                };
+                if task.checkpointed.get(name) != Some(&(last + 1)) {
+                    store.write_checkpoint(last + 1)?;
+                    task.checkpointed.insert(name.clone(), last + 1);
+                }
+            }
+        }
+        self.uncommitted = false;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Commits and closes every task (partitions revoked or the application stopping).
+    pub(crate) fn close_all<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), StreamsError> {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        self.commit(consumer)?;
+        let closed: Vec<i32> = self.tasks.keys().copied().collect();
+        self.tasks.clear();
+        tracing::info!(partitions = ?closed, "tasks closed");
+        Ok(())
+    }
+}
