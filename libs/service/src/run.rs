@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Readiness};
 use crate::config::{EXIT_BAD_CONFIG, ServiceArgs};
 use crate::metrics::Metrics;
-use crate::shutdown::{Shutdown, StopReason};
+use crate::shutdown::{Shutdown, StopReason, StopSignals};
 use crate::{ServiceError, telemetry};
 
 /// A component's name and version, as reported in logs and `eddy_build_info`.
@@ -86,6 +86,8 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    // Before anything can report ready: a SIGTERM from then on always drains.
+    let mut signals = StopSignals::install()?;
     tracing::info!(
         component = component.name,
         version = component.version,
@@ -133,7 +135,7 @@ where
     let stopped = match started {
         Ok(()) => {
             tracing::info!("started");
-            let reason = shutdown.wait_for_stop().await?;
+            let reason = shutdown.wait_for_stop(&mut signals).await;
             match reason {
                 StopReason::Signal(signal) => tracing::info!(signal, "shutting down"),
                 StopReason::TaskFailed => tracing::info!("shutting down after a task failure"),

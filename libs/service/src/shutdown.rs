@@ -22,6 +22,31 @@ pub enum StopReason {
     Requested,
 }
 
+/// SIGTERM and SIGINT handlers. Install them first thing, before anything can report ready, so
+/// a signal never meets the default action (an immediate exit without draining).
+#[derive(Debug)]
+pub struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<Self, ServiceError> {
+        let terminate = signal(SignalKind::terminate()).map_err(|source| ServiceError::Signal {
+            signal: "SIGTERM",
+            source,
+        })?;
+        let interrupt = signal(SignalKind::interrupt()).map_err(|source| ServiceError::Signal {
+            signal: "SIGINT",
+            source,
+        })?;
+        Ok(StopSignals {
+            terminate,
+            interrupt,
+        })
+    }
+}
+
 /// The set of running tasks and the token that tells them to stop. Cloning shares it.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
@@ -88,28 +113,18 @@ impl Shutdown {
         });
     }
 
-    /// Waits for SIGTERM, SIGINT, a task failure or [`Shutdown::request_stop`].
-    pub async fn wait_for_stop(&self) -> Result<StopReason, ServiceError> {
-        let mut terminate =
-            signal(SignalKind::terminate()).map_err(|source| ServiceError::Signal {
-                signal: "SIGTERM",
-                source,
-            })?;
-        let mut interrupt =
-            signal(SignalKind::interrupt()).map_err(|source| ServiceError::Signal {
-                signal: "SIGINT",
-                source,
-            })?;
-        let reason = tokio::select! {
-            _ = terminate.recv() => StopReason::Signal("SIGTERM"),
-            _ = interrupt.recv() => StopReason::Signal("SIGINT"),
+    /// Waits for SIGTERM, SIGINT (caught since `signals` was installed), a task failure or
+    /// [`Shutdown::request_stop`].
+    pub async fn wait_for_stop(&self, signals: &mut StopSignals) -> StopReason {
+        tokio::select! {
+            _ = signals.terminate.recv() => StopReason::Signal("SIGTERM"),
+            _ = signals.interrupt.recv() => StopReason::Signal("SIGINT"),
             () = self.token.cancelled() => if self.state().first_failure.is_some() {
                 StopReason::TaskFailed
             } else {
                 StopReason::Requested
             },
-        };
-        Ok(reason)
+        }
     }
 
     /// Cancels every task and waits up to `grace` for them to finish. Fails if a task failed
@@ -158,7 +173,9 @@ mod tests {
         });
         shutdown.request_stop();
         assert_eq!(
-            shutdown.wait_for_stop().await.unwrap(),
+            shutdown
+                .wait_for_stop(&mut StopSignals::install().unwrap())
+                .await,
             StopReason::Requested
         );
         shutdown.drain(Duration::from_secs(5)).await.unwrap();
@@ -175,7 +192,9 @@ mod tests {
         });
         shutdown.spawn("broken", async { Err::<(), _>("disk on fire") });
         assert_eq!(
-            shutdown.wait_for_stop().await.unwrap(),
+            shutdown
+                .wait_for_stop(&mut StopSignals::install().unwrap())
+                .await,
             StopReason::TaskFailed
         );
         let error = shutdown.drain(Duration::from_secs(5)).await.unwrap_err();
@@ -197,7 +216,9 @@ mod tests {
             Ok::<(), String>(())
         });
         assert_eq!(
-            shutdown.wait_for_stop().await.unwrap(),
+            shutdown
+                .wait_for_stop(&mut StopSignals::install().unwrap())
+                .await,
             StopReason::TaskFailed
         );
         let error = shutdown.drain(Duration::from_secs(5)).await.unwrap_err();

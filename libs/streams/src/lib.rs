@@ -15,6 +15,7 @@ pub mod error;
 pub mod partitioner;
 pub mod processor;
 pub mod serde;
+pub mod service;
 pub mod store;
 mod task;
 pub mod topology;

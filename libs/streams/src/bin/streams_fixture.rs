@@ -1,0 +1,90 @@
+//! A small streams component for tests: for each key of the input topic it keeps the set of
+//! distinct values seen (a store, changelogged) and emits how many there are. Reprocessing a
+//! record changes nothing, so after a crash the output shows exactly whether anything was lost.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use eddy_service::config::bad_config_exit;
+use eddy_service::kafka::KafkaArgs;
+use eddy_service::{ComponentInfo, Runtime, ServiceArgs, parse_config_or_exit, run};
+use eddy_streams::service::{StreamsArgs, supervise};
+use eddy_streams::{
+    InputRecord, InputTopic, JsonSerde, OutputTopic, Processor, ProcessorContext, ProcessorError,
+    StoreDefinition, StreamsApp, StringSerde, Topology,
+};
+
+const COMPONENT: ComponentInfo =
+    ComponentInfo::new("eddy-streams-fixture", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Distinct values per key: a streams component for tests"
+)]
+struct Config {
+    #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    streams: StreamsArgs,
+    /// Application id (consumer group and internal-topic prefix).
+    #[arg(long, env = "EDDY_APPLICATION_ID")]
+    application_id: String,
+    #[arg(long, env = "EDDY_INPUT_TOPIC")]
+    input_topic: String,
+    #[arg(long, env = "EDDY_OUTPUT_TOPIC")]
+    output_topic: String,
+}
+
+fn main() -> ExitCode {
+    let config: Config = parse_config_or_exit();
+    if let Err(error) = config.kafka.validate() {
+        return bad_config_exit(&error.to_string());
+    }
+    let service = config.service.clone();
+    run(COMPONENT, &service, |runtime| start(config, runtime))
+}
+
+async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
+    let mut topology = Topology::new(&config.application_id);
+    let input = topology.input(&config.input_topic, StringSerde, JsonSerde::<u64>::new());
+    let seen = topology.store("seen", StringSerde, JsonSerde::<Vec<u64>>::new());
+    let output = topology.output(&config.output_topic, StringSerde, JsonSerde::<usize>::new());
+    topology.processor(move |_partition| DistinctValues {
+        input: input.clone(),
+        seen: seen.clone(),
+        output: output.clone(),
+    });
+    let app = StreamsApp::start(config.streams.config(config.kafka.clone()), topology)
+        .await
+        .map_err(|error| error.to_string())?;
+    supervise(app, &runtime);
+    Ok(())
+}
+
+struct DistinctValues {
+    input: InputTopic<String, u64>,
+    seen: StoreDefinition<String, Vec<u64>>,
+    output: OutputTopic<String, usize>,
+}
+
+impl Processor for DistinctValues {
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        context: &mut ProcessorContext<'_>,
+    ) -> Result<(), ProcessorError> {
+        let (key, value) = self.input.decode(record)?;
+        let Some(value) = value else {
+            return Ok(());
+        };
+        let mut values = context.get(&self.seen, &key)?.unwrap_or_default();
+        if let Err(position) = values.binary_search(&value) {
+            values.insert(position, value);
+            context.put(&self.seen, &key, &values)?;
+        }
+        context.emit(&self.output, &key, Some(&values.len()))
+    }
+}

@@ -1,0 +1,66 @@
+//! Running a streams application inside an Eddy component: settings as `EDDY_*` flags, `/ready`
+//! true only while the application is RUNNING, and SIGTERM committing and closing it within the
+//! grace period.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use eddy_service::Runtime;
+use eddy_service::config::parse_duration;
+use eddy_service::kafka::KafkaArgs;
+
+use crate::{AppState, StreamsApp, StreamsConfig};
+
+/// Settings of a component's streams application.
+#[derive(Debug, Clone, Args)]
+pub struct StreamsArgs {
+    /// Where local state lives; keep it on a persistent volume for fast restarts.
+    #[arg(long, env = "EDDY_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+
+    /// How often processed input offsets are committed.
+    #[arg(long, env = "EDDY_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+
+    /// Stable id of this instance (the pod name in a StatefulSet): a restarted instance takes
+    /// its partitions back at once (static group membership).
+    #[arg(long, env = "EDDY_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+impl StreamsArgs {
+    pub fn config(&self, kafka: KafkaArgs) -> StreamsConfig {
+        StreamsConfig {
+            kafka,
+            state_dir: self.state_dir.clone(),
+            commit_interval: self.commit_interval,
+            instance_id: self.instance_id.clone(),
+        }
+    }
+}
+
+/// Ties `app` to the component's lifecycle: readiness condition "streams" holds exactly while it
+/// is RUNNING, an ERROR state fails the component, and shutdown stops it cleanly.
+pub fn supervise(app: StreamsApp, runtime: &Runtime) {
+    let ready = runtime.readiness.condition("streams");
+    let mut states = app.state_changes();
+    let stop = runtime.shutdown.token();
+    runtime.shutdown.spawn("streams", async move {
+        loop {
+            let state = *states.borrow_and_update();
+            ready.set(state == AppState::Running);
+            if state == AppState::Error {
+                // Stopping joins the processing thread and returns the error that ended it.
+                let cause = app.stop().await.err().map(|error| error.to_string());
+                return Err(cause.unwrap_or_else(|| "the streams application failed".to_owned()));
+            }
+            tokio::select! {
+                changed = states.changed() => if changed.is_err() { break },
+                () = stop.cancelled() => break,
+            }
+        }
+        ready.set(false);
+        app.stop().await.map_err(|error| error.to_string())
+    });
+}
