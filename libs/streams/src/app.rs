@@ -42,6 +42,7 @@ pub struct StreamsStats {
     pub processed_records: AtomicU64,
     pub restored_records: AtomicU64,
     pub commits: AtomicU64,
+    pub dead_lettered_records: AtomicU64,
 }
 
 /// Shared, observable lifecycle state.
@@ -72,6 +73,20 @@ pub struct StreamsConfig {
     /// static group member (KIP-345): restarting it, even after kill -9, takes its partitions
     /// back at once instead of waiting out the session timeout for a rebalance.
     pub instance_id: Option<String>,
+    /// What happens to a record whose processing keeps failing.
+    pub error_policy: ErrorPolicy,
+    /// Retries of a failing record (backoff 100 ms, doubling) before the policy applies.
+    pub max_retries: u32,
+}
+
+/// What to do with a record whose processing still fails after the retries. Records that do not
+/// decode always go to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrorPolicy {
+    /// Send it to `<application id>.dlq` with headers naming the error and its origin, and go on.
+    DeadLetter,
+    /// Stop the application (state ERROR).
+    Fail,
 }
 
 impl StreamsConfig {
@@ -81,6 +96,8 @@ impl StreamsConfig {
             state_dir: state_dir.into(),
             commit_interval: Duration::from_secs(1),
             instance_id: None,
+            error_policy: ErrorPolicy::DeadLetter,
+            max_retries: 3,
         }
     }
 }
@@ -152,7 +169,13 @@ impl StreamsApp {
             .iter()
             .map(|store| changelog_topic(&application_id, store))
             .collect();
-        create_changelogs(&config.kafka, &changelogs, partitions).await?;
+        create_internal_topics(
+            &config.kafka,
+            &changelogs,
+            &dead_letter_topic(&application_id),
+            partitions,
+        )
+        .await?;
 
         let (sender, state) = watch::channel(AppState::Created);
         let state_cell = StateCell {
@@ -187,6 +210,8 @@ impl StreamsApp {
             restore_consumer,
             stats: Arc::clone(&stats),
             state: state_cell.clone(),
+            error_policy: config.error_policy,
+            max_retries: config.max_retries,
         })));
         let mut consumer_config = config
             .kafka
@@ -369,19 +394,24 @@ async fn input_partitions(kafka: &KafkaArgs, inputs: &[String]) -> Result<i32, S
     .map_err(|_| StreamsError::ThreadPanicked)?
 }
 
-async fn create_changelogs(
+/// The dead-letter topic of an application.
+pub fn dead_letter_topic(application_id: &str) -> String {
+    format!("{application_id}.dlq")
+}
+
+/// Creates the changelogs (compacted, one partition per input partition) and the dead-letter
+/// topic (one partition, time-retained) where missing.
+async fn create_internal_topics(
     kafka: &KafkaArgs,
     changelogs: &[String],
+    dead_letter: &str,
     partitions: i32,
 ) -> Result<(), StreamsError> {
-    if changelogs.is_empty() {
-        return Ok(());
-    }
     let admin: AdminClient<DefaultClientContext> = kafka
         .admin_config("streams-admin")
         .create()
         .map_err(|error| StreamsError::kafka("creating an admin client", error))?;
-    let topics: Vec<NewTopic<'_>> = changelogs
+    let mut topics: Vec<NewTopic<'_>> = changelogs
         .iter()
         .map(|name| {
             NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
@@ -390,6 +420,7 @@ async fn create_changelogs(
                 .set("segment.bytes", "104857600")
         })
         .collect();
+    topics.push(NewTopic::new(dead_letter, 1, TopicReplication::Fixed(-1)));
     let results = admin
         .create_topics(
             &topics,
@@ -399,12 +430,12 @@ async fn create_changelogs(
         .map_err(|error| StreamsError::kafka("creating changelog topics", error))?;
     for result in results {
         match result {
-            Ok(topic) => tracing::info!(topic = %topic, partitions, "changelog topic created"),
+            Ok(topic) => tracing::info!(topic = %topic, "internal topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(StreamsError::Topic {
                     topic,
-                    message: format!("could not create the changelog: {code}"),
+                    message: format!("could not create the internal topic: {code}"),
                 });
             }
         }

@@ -20,8 +20,12 @@ pub mod store;
 mod task;
 pub mod topology;
 
-pub use app::{AppState, StreamsApp, StreamsConfig, StreamsStats};
+pub use app::{AppState, ErrorPolicy, StreamsApp, StreamsConfig, StreamsStats, dead_letter_topic};
 pub use error::StreamsError;
 pub use processor::{Processor, ProcessorContext, ProcessorError};
 pub use serde::{BytesSerde, JsonSerde, Serde, SerdeError, StringSerde};
-pub use topology::{InputRecord, InputTopic, OutputTopic, StoreDefinition, Topology};
+pub use task::{
+    DLQ_ATTEMPTS_HEADER, DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
+    DLQ_TOPIC_HEADER,
+};
+pub use topology::{DecodeError, InputRecord, InputTopic, OutputTopic, StoreDefinition, Topology};

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use crate::StreamsError;
 use crate::delivery::DeliveryTracker;
 use crate::serde::SerdeError;
 use crate::store::PartitionStore;
-use crate::topology::{InputRecord, OutputTopic, StoreDefinition, changelog_topic};
+use crate::topology::{DecodeError, InputRecord, OutputTopic, StoreDefinition, changelog_topic};
 
 /// Processes the records of one task (one partition of every input).
 pub trait Processor: Send {
@@ -26,18 +27,32 @@ pub trait Processor: Send {
 
 /// A processor's failure on one record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ProcessorError(pub String);
+pub enum ProcessorError {
+    /// The input record cannot be used (it does not decode): it goes to the dead-letter topic
+    /// at once and processing continues with the next record.
+    #[error("bad record: {0}")]
+    BadRecord(String),
+    /// Processing the record failed: it is retried with backoff, then dead-lettered or fatal,
+    /// as [`crate::ErrorPolicy`] says.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<DecodeError> for ProcessorError {
+    fn from(error: DecodeError) -> Self {
+        ProcessorError::BadRecord(error.to_string())
+    }
+}
 
 impl From<SerdeError> for ProcessorError {
     fn from(error: SerdeError) -> Self {
-        ProcessorError(format!("serialization: {error}"))
+        ProcessorError::Failed(format!("serialization: {error}"))
     }
 }
 
 impl From<StreamsError> for ProcessorError {
     fn from(error: StreamsError) -> Self {
-        ProcessorError(error.to_string())
+        ProcessorError::Failed(error.to_string())
     }
 }
 
@@ -56,12 +71,30 @@ impl RecordSink {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StreamsError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        self.send_with_headers(topic, partition, Some(key), value, None)
+    }
+
+    /// Sends a record with optional key and headers; waits for room when the queue is full.
+    pub(crate) fn send_with_headers(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), StreamsError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
         if let Some(value) = value {
             record = record.payload(value);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
         }
         loop {
             match self.producer.send(record) {

@@ -10,7 +10,7 @@ use eddy_service::Runtime;
 use eddy_service::config::parse_duration;
 use eddy_service::kafka::KafkaArgs;
 
-use crate::{AppState, StreamsApp, StreamsConfig};
+use crate::{AppState, ErrorPolicy, StreamsApp, StreamsConfig};
 
 /// Settings of a component's streams application.
 #[derive(Debug, Clone, Args)]
@@ -27,6 +27,19 @@ pub struct StreamsArgs {
     /// its partitions back at once (static group membership).
     #[arg(long, env = "EDDY_INSTANCE_ID")]
     pub instance_id: Option<String>,
+
+    /// What to do with a record whose processing keeps failing: dead-letter it or stop.
+    #[arg(
+        long,
+        env = "EDDY_PROCESSING_ERROR_POLICY",
+        value_enum,
+        default_value = "dead-letter"
+    )]
+    pub error_policy: ErrorPolicy,
+
+    /// Retries (100 ms backoff, doubling) before the error policy applies.
+    #[arg(long, env = "EDDY_PROCESSING_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
 }
 
 impl StreamsArgs {
@@ -36,6 +49,8 @@ impl StreamsArgs {
             state_dir: self.state_dir.clone(),
             commit_interval: self.commit_interval,
             instance_id: self.instance_id.clone(),
+            error_policy: self.error_policy,
+            max_retries: self.max_retries,
         }
     }
 }

@@ -10,19 +10,74 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::StreamsError;
-use crate::app::{AppState, StateCell, StreamsStats};
-use crate::processor::{Processor, ProcessorContext, RecordSink};
+use crate::app::{AppState, ErrorPolicy, StateCell, StreamsStats, dead_letter_topic};
+use crate::processor::{Processor, ProcessorContext, ProcessorError, RecordSink};
 use crate::store::{KeyValue, PartitionStore};
 use crate::topology::{InputRecord, ProcessorFactory, changelog_topic};
 
 const RESTORE_BATCH: usize = 10_000;
 const RESTORE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Header names on dead-lettered records.
+pub const DLQ_ERROR_HEADER: &str = "eddy.dlq.error";
+pub const DLQ_TOPIC_HEADER: &str = "eddy.dlq.topic";
+pub const DLQ_PARTITION_HEADER: &str = "eddy.dlq.partition";
+pub const DLQ_OFFSET_HEADER: &str = "eddy.dlq.offset";
+pub const DLQ_ATTEMPTS_HEADER: &str = "eddy.dlq.attempts";
+
+/// Sends `record` unchanged (key and value) to the dead-letter topic, with headers saying what
+/// was wrong and where it came from.
+fn dead_letter(
+    sink: &RecordSink,
+    dead_letter_topic: &str,
+    record: &InputRecord<'_>,
+    reason: &str,
+    attempts: u32,
+) -> Result<(), StreamsError> {
+    tracing::warn!(
+        topic = record.topic,
+        partition = record.partition,
+        offset = record.offset,
+        error = %reason,
+        dead_letter_topic,
+        "record dead-lettered"
+    );
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: DLQ_ERROR_HEADER,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: DLQ_TOPIC_HEADER,
+            value: Some(record.topic),
+        })
+        .insert(Header {
+            key: DLQ_PARTITION_HEADER,
+            value: Some(&record.partition.to_string()),
+        })
+        .insert(Header {
+            key: DLQ_OFFSET_HEADER,
+            value: Some(&record.offset.to_string()),
+        })
+        .insert(Header {
+            key: DLQ_ATTEMPTS_HEADER,
+            value: Some(&attempts.to_string()),
+        });
+    sink.send_with_headers(
+        dead_letter_topic,
+        None,
+        record.key,
+        record.value,
+        Some(headers),
+    )
+}
 
 struct Task {
     partition: i32,
@@ -46,6 +101,9 @@ pub(crate) struct TaskManager {
     stats: Arc<StreamsStats>,
     state: StateCell,
     uncommitted: bool,
+    error_policy: ErrorPolicy,
+    max_retries: u32,
+    dead_letter_topic: String,
     /// A failure inside a rebalance callback, raised by the processing loop.
     pub(crate) fatal: Option<StreamsError>,
 }
@@ -60,12 +118,14 @@ pub(crate) struct TaskManagerParts {
     pub(crate) restore_consumer: BaseConsumer,
     pub(crate) stats: Arc<StreamsStats>,
     pub(crate) state: StateCell,
+    pub(crate) error_policy: ErrorPolicy,
+    pub(crate) max_retries: u32,
 }
 
 impl TaskManager {
     pub(crate) fn new(parts: TaskManagerParts) -> Self {
         TaskManager {
-            application_id: parts.application_id,
+            application_id: parts.application_id.clone(),
             inputs: parts.inputs,
             store_names: parts.store_names,
             processor_factory: parts.processor_factory,
@@ -76,6 +136,9 @@ impl TaskManager {
             stats: parts.stats,
             state: parts.state,
             uncommitted: false,
+            error_policy: parts.error_policy,
+            max_retries: parts.max_retries,
+            dead_letter_topic: dead_letter_topic(&parts.application_id),
             fatal: None,
         }
     }
@@ -259,19 +322,67 @@ impl TaskManager {
             key: message.key(),
             value: message.payload(),
         };
-        let mut context = ProcessorContext {
-            partition,
-            stores: &task.stores,
-            sink: &self.sink,
-        };
-        task.processor
-            .process(&record, &mut context)
-            .map_err(|error| StreamsError::Processor {
-                topic: record.topic.to_owned(),
+        let mut attempt = 0;
+        loop {
+            let mut context = ProcessorContext {
                 partition,
-                offset: record.offset,
-                message: error.0,
-            })?;
+                stores: &task.stores,
+                sink: &self.sink,
+            };
+            match task.processor.process(&record, &mut context) {
+                Ok(()) => break,
+                Err(ProcessorError::BadRecord(reason)) => {
+                    dead_letter(
+                        &self.sink,
+                        &self.dead_letter_topic,
+                        &record,
+                        &reason,
+                        attempt + 1,
+                    )?;
+                    self.stats
+                        .dead_lettered_records
+                        .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(ProcessorError::Failed(reason)) if attempt < self.max_retries => {
+                    let backoff = RETRY_BACKOFF * 2_u32.saturating_pow(attempt);
+                    tracing::warn!(
+                        topic = record.topic,
+                        partition,
+                        offset = record.offset,
+                        error = %reason,
+                        attempt = attempt + 1,
+                        backoff_ms = backoff.as_millis() as u64,
+                        "processing failed; retrying"
+                    );
+                    std::thread::sleep(backoff);
+                    attempt += 1;
+                }
+                Err(ProcessorError::Failed(reason)) => match self.error_policy {
+                    ErrorPolicy::DeadLetter => {
+                        dead_letter(
+                            &self.sink,
+                            &self.dead_letter_topic,
+                            &record,
+                            &reason,
+                            attempt + 1,
+                        )?;
+                        self.stats
+                            .dead_lettered_records
+                            .fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    ErrorPolicy::Fail => {
+                        return Err(StreamsError::Processor {
+                            topic: record.topic.to_owned(),
+                            partition,
+                            offset: record.offset,
+                            message: reason,
+                        });
+                    }
+                },
+            }
+        }
         task.next_offsets
             .insert(record.topic.to_owned(), record.offset + 1);
         self.uncommitted = true;

@@ -18,6 +18,15 @@ pub struct InputRecord<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// Why an input record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("undecodable key: {0}")]
+    Key(String),
+    #[error("undecodable value: {0}")]
+    Value(String),
+}
+
 /// A typed input topic.
 pub struct InputTopic<K, V> {
     name: String,
@@ -55,16 +64,22 @@ impl<K: 'static, V: 'static> InputTopic<K, V> {
     }
 
     /// The record's key and value (`None` for a tombstone). A record without a key is an error:
-    /// every topic in Eddy is keyed.
-    pub fn decode(&self, record: &InputRecord<'_>) -> Result<(K, Option<V>), SerdeError> {
+    /// every topic in Eddy is keyed. With `?` in a processor, a failure sends the record to the
+    /// dead-letter topic.
+    pub fn decode(&self, record: &InputRecord<'_>) -> Result<(K, Option<V>), DecodeError> {
         let key = record
             .key
-            .ok_or_else(|| SerdeError("record has no key".to_owned()))
-            .and_then(|key| self.key_serde.deserialize(key))?;
+            .ok_or_else(|| DecodeError::Key("the record has no key".to_owned()))
+            .and_then(|key| {
+                self.key_serde
+                    .deserialize(key)
+                    .map_err(|error| DecodeError::Key(error.0))
+            })?;
         let value = record
             .value
             .map(|value| self.value_serde.deserialize(value))
-            .transpose()?;
+            .transpose()
+            .map_err(|error| DecodeError::Value(error.0))?;
         Ok((key, value))
     }
 }
