@@ -2,22 +2,25 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use eddy_service::kafka::KafkaArgs;
+use prometheus::Registry;
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::ThreadedProducer;
+use rdkafka::statistics::Statistics;
 use tokio::sync::watch;
 
 use crate::StreamsError;
 use crate::delivery::DeliveryTracker;
+use crate::metrics::StreamsMetrics;
 use crate::processor::RecordSink;
 use crate::task::{TaskManager, TaskManagerParts};
 use crate::topology::{Topology, changelog_topic};
@@ -36,19 +39,11 @@ pub enum AppState {
     Error,
 }
 
-/// Counters of a running application.
-#[derive(Debug, Default)]
-pub struct StreamsStats {
-    pub processed_records: AtomicU64,
-    pub restored_records: AtomicU64,
-    pub commits: AtomicU64,
-    pub dead_lettered_records: AtomicU64,
-}
-
 /// Shared, observable lifecycle state.
 #[derive(Debug, Clone)]
 pub(crate) struct StateCell {
     sender: Arc<watch::Sender<AppState>>,
+    metrics: StreamsMetrics,
 }
 
 impl StateCell {
@@ -56,6 +51,7 @@ impl StateCell {
         let previous = self.sender.send_replace(state);
         if previous != state {
             tracing::info!(from = ?previous, to = ?state, "streams state changed");
+            self.metrics.record_state(state);
         }
     }
 }
@@ -77,6 +73,8 @@ pub struct StreamsConfig {
     pub error_policy: ErrorPolicy,
     /// Retries of a failing record (backoff 100 ms, doubling) before the policy applies.
     pub max_retries: u32,
+    /// The component's metrics registry for the `eddy_streams_*` metrics (none: unregistered).
+    pub metrics_registry: Option<Registry>,
 }
 
 /// What to do with a record whose processing still fails after the retries. Records that do not
@@ -98,7 +96,14 @@ impl StreamsConfig {
             instance_id: None,
             error_policy: ErrorPolicy::DeadLetter,
             max_retries: 3,
+            metrics_registry: None,
         }
+    }
+
+    /// Registers the application's metrics in `registry` (the component's).
+    pub fn with_metrics(mut self, registry: Registry) -> Self {
+        self.metrics_registry = Some(registry);
+        self
     }
 }
 
@@ -106,6 +111,7 @@ impl StreamsConfig {
 /// assigned are restored before they are processed.
 struct StreamsContext {
     tasks: Arc<Mutex<TaskManager>>,
+    metrics: StreamsMetrics,
 }
 
 impl StreamsContext {
@@ -114,7 +120,25 @@ impl StreamsContext {
     }
 }
 
-impl ClientContext for StreamsContext {}
+impl ClientContext for StreamsContext {
+    /// librdkafka statistics (every few seconds): consumer lag per assigned input partition.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, topic_statistics) in &statistics.topics {
+            for (partition, partition_statistics) in &topic_statistics.partitions {
+                if *partition < 0 {
+                    continue;
+                }
+                let lag = self
+                    .metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), &partition.to_string()]);
+                if partition_statistics.desired && partition_statistics.consumer_lag >= 0 {
+                    lag.set(partition_statistics.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for StreamsContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -147,7 +171,7 @@ pub struct StreamsApp {
     state: watch::Receiver<AppState>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), StreamsError>>>,
-    stats: Arc<StreamsStats>,
+    metrics: StreamsMetrics,
 }
 
 impl StreamsApp {
@@ -177,11 +201,16 @@ impl StreamsApp {
         )
         .await?;
 
+        let metrics = StreamsMetrics::new(&application_id, config.metrics_registry.as_ref())
+            .map_err(|error| StreamsError::Topic {
+                topic: application_id.clone(),
+                message: format!("registering metrics: {error}"),
+            })?;
         let (sender, state) = watch::channel(AppState::Created);
         let state_cell = StateCell {
             sender: Arc::new(sender),
+            metrics: metrics.clone(),
         };
-        let stats = Arc::new(StreamsStats::default());
         let producer: ThreadedProducer<DeliveryTracker> = config
             .kafka
             .producer_config(&format!("{application_id}-producer"))
@@ -208,7 +237,7 @@ impl StreamsApp {
                 producer,
             },
             restore_consumer,
-            stats: Arc::clone(&stats),
+            metrics: metrics.clone(),
             state: state_cell.clone(),
             error_policy: config.error_policy,
             max_retries: config.max_retries,
@@ -219,12 +248,14 @@ impl StreamsApp {
         // Range assignment gives partition p of every (equally partitioned) input to the same
         // member: the co-partitioning that joins and shared stores rely on.
         consumer_config.set("partition.assignment.strategy", "range");
+        consumer_config.set("statistics.interval.ms", "5000");
         if let Some(instance_id) = &config.instance_id {
             consumer_config.set("group.instance.id", instance_id);
         }
         let consumer: BaseConsumer<StreamsContext> = consumer_config
             .create_with_context(StreamsContext {
                 tasks: Arc::clone(&tasks),
+                metrics: metrics.clone(),
             })
             .map_err(|error| StreamsError::kafka("creating the consumer", error))?;
         let inputs: Vec<&str> = topology.inputs.iter().map(String::as_str).collect();
@@ -261,7 +292,7 @@ impl StreamsApp {
             state,
             stop,
             thread: Some(thread),
-            stats,
+            metrics,
         })
     }
 
@@ -274,8 +305,8 @@ impl StreamsApp {
         self.state.clone()
     }
 
-    pub fn stats(&self) -> &StreamsStats {
-        &self.stats
+    pub fn metrics(&self) -> &StreamsMetrics {
+        &self.metrics
     }
 
     /// Waits until the application is in `wanted` (or failed), at most `timeout`.

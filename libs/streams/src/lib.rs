@@ -12,6 +12,7 @@
 pub mod app;
 mod delivery;
 pub mod error;
+pub mod metrics;
 pub mod partitioner;
 pub mod processor;
 pub mod serde;
@@ -20,8 +21,9 @@ pub mod store;
 mod task;
 pub mod topology;
 
-pub use app::{AppState, ErrorPolicy, StreamsApp, StreamsConfig, StreamsStats, dead_letter_topic};
+pub use app::{AppState, ErrorPolicy, StreamsApp, StreamsConfig, dead_letter_topic};
 pub use error::StreamsError;
+pub use metrics::StreamsMetrics;
 pub use processor::{Processor, ProcessorContext, ProcessorError};
 pub use serde::{BytesSerde, JsonSerde, Serde, SerdeError, StringSerde};
 pub use task::{

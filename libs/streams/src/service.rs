@@ -43,6 +43,8 @@ pub struct StreamsArgs {
 }
 
 impl StreamsArgs {
+    /// The application's configuration; pass the component's registry with
+    /// [`StreamsConfig::with_metrics`] so `/metrics` shows `eddy_streams_*`.
     pub fn config(&self, kafka: KafkaArgs) -> StreamsConfig {
         StreamsConfig {
             kafka,
@@ -51,6 +53,7 @@ impl StreamsArgs {
             instance_id: self.instance_id.clone(),
             error_policy: self.error_policy,
             max_retries: self.max_retries,
+            metrics_registry: None,
         }
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -15,7 +14,8 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::StreamsError;
-use crate::app::{AppState, ErrorPolicy, StateCell, StreamsStats, dead_letter_topic};
+use crate::app::{AppState, ErrorPolicy, StateCell, dead_letter_topic};
+use crate::metrics::StreamsMetrics;
 use crate::processor::{Processor, ProcessorContext, ProcessorError, RecordSink};
 use crate::store::{KeyValue, PartitionStore};
 use crate::topology::{InputRecord, ProcessorFactory, changelog_topic};
@@ -98,7 +98,9 @@ pub(crate) struct TaskManager {
     pub(crate) sink: RecordSink,
     restore_consumer: BaseConsumer,
     tasks: BTreeMap<i32, Task>,
-    stats: Arc<StreamsStats>,
+    metrics: StreamsMetrics,
+    /// Time spent in processors since the last commit (reported per commit, not per record).
+    process_time: Duration,
     state: StateCell,
     uncommitted: bool,
     error_policy: ErrorPolicy,
@@ -116,7 +118,7 @@ pub(crate) struct TaskManagerParts {
     pub(crate) partitions_dir: PathBuf,
     pub(crate) sink: RecordSink,
     pub(crate) restore_consumer: BaseConsumer,
-    pub(crate) stats: Arc<StreamsStats>,
+    pub(crate) metrics: StreamsMetrics,
     pub(crate) state: StateCell,
     pub(crate) error_policy: ErrorPolicy,
     pub(crate) max_retries: u32,
@@ -133,7 +135,8 @@ impl TaskManager {
             sink: parts.sink,
             restore_consumer: parts.restore_consumer,
             tasks: BTreeMap::new(),
-            stats: parts.stats,
+            metrics: parts.metrics,
+            process_time: Duration::ZERO,
             state: parts.state,
             uncommitted: false,
             error_policy: parts.error_policy,
@@ -236,6 +239,11 @@ impl TaskManager {
         self.restore_consumer.assign(&assignment).map_err(|error| {
             StreamsError::kafka(format!("assigning {topic}/{partition} for restore"), error)
         })?;
+        let remaining = self
+            .metrics
+            .restore_remaining
+            .with_label_values(&[store.name(), &partition.to_string()]);
+        remaining.set(end - start);
         let mut batch: Vec<KeyValue> = Vec::with_capacity(RESTORE_BATCH);
         let mut restored = 0_u64;
         let mut last_progress = Instant::now();
@@ -251,6 +259,7 @@ impl TaskManager {
                         store.apply_batch(&batch)?;
                         restored += batch.len() as u64;
                         batch.clear();
+                        remaining.set(end - message.offset() - 1);
                     }
                     if done {
                         break;
@@ -288,9 +297,15 @@ impl TaskManager {
         self.restore_consumer
             .unassign()
             .map_err(|error| StreamsError::kafka("ending restore", error))?;
-        self.stats
-            .restored_records
-            .fetch_add(restored, Ordering::Relaxed);
+        self.metrics.record_restored(store.name(), restored);
+        self.metrics
+            .restore_duration
+            .with_label_values(&[store.name()])
+            .observe(began.elapsed().as_secs_f64());
+        self.metrics
+            .restore_remaining
+            .with_label_values(&[store.name(), &partition.to_string()])
+            .set(0);
         tracing::info!(
             store = store.name(),
             partition,
@@ -322,6 +337,7 @@ impl TaskManager {
             key: message.key(),
             value: message.payload(),
         };
+        let began = Instant::now();
         let mut attempt = 0;
         loop {
             let mut context = ProcessorContext {
@@ -339,9 +355,7 @@ impl TaskManager {
                         &reason,
                         attempt + 1,
                     )?;
-                    self.stats
-                        .dead_lettered_records
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.record_dead_letter();
                     break;
                 }
                 Err(ProcessorError::Failed(reason)) if attempt < self.max_retries => {
@@ -367,9 +381,7 @@ impl TaskManager {
                             &reason,
                             attempt + 1,
                         )?;
-                        self.stats
-                            .dead_lettered_records
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.record_dead_letter();
                         break;
                     }
                     ErrorPolicy::Fail => {
@@ -386,7 +398,8 @@ impl TaskManager {
         task.next_offsets
             .insert(record.topic.to_owned(), record.offset + 1);
         self.uncommitted = true;
-        self.stats.processed_records.fetch_add(1, Ordering::Relaxed);
+        self.process_time += began.elapsed();
+        self.metrics.record_processed();
         Ok(())
     }
 
@@ -399,6 +412,7 @@ impl TaskManager {
         if !self.uncommitted {
             return Ok(());
         }
+        let began = Instant::now();
         self.sink
             .producer
             .flush(FLUSH_TIMEOUT)
@@ -434,10 +448,18 @@ impl TaskManager {
                     store.write_checkpoint(last + 1)?;
                     task.checkpointed.insert(name.clone(), last + 1);
                 }
+                self.metrics
+                    .store_size
+                    .with_label_values(&[name.as_str(), &task.partition.to_string()])
+                    .set(i64::try_from(store.approximate_size_bytes()).unwrap_or(i64::MAX));
             }
         }
         self.uncommitted = false;
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .process_seconds
+            .inc_by(self.process_time.as_secs_f64());
+        self.process_time = Duration::ZERO;
+        self.metrics.record_commit(began.elapsed().as_secs_f64());
         Ok(())
     }
 

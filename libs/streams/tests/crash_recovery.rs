@@ -142,6 +142,23 @@ async fn sigterm_commits_and_closes_and_ready_follows_the_app_state() {
         })
         .await
         .expect("all four keys at 25 distinct values");
+    let application = namespace.group("distinct");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for expected in [
+        format!(r#"eddy_streams_state{{application="{application}",state="running"}} 1"#),
+        format!(r#"eddy_streams_records_processed_total{{application="{application}"}} 100"#),
+        format!(r#"eddy_streams_dead_lettered_records_total{{application="{application}"}} 0"#),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
 
     process.terminate();
     let status = process.wait_for_exit(Duration::from_secs(30));

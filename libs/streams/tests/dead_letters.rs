@@ -129,12 +129,7 @@ async fn undecodable_and_failing_records_are_dead_lettered_and_processing_goes_o
     );
 
     assert_eq!(app.state(), AppState::Running);
-    assert_eq!(
-        app.stats()
-            .dead_lettered_records
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
-    );
+    assert_eq!(app.metrics().dead_lettered_records(), 2);
     app.stop().await.expect("clean stop");
 }
 

@@ -3,7 +3,6 @@
 //! after a clean stop), and a restart with an empty state dir restores every changelog record.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use eddy_streams::{
@@ -117,11 +116,11 @@ async fn sums_survive_restarts_and_a_kept_state_dir_restores_only_the_tail() {
     let app = start(&namespace, "warm", &input, &output).await;
     wait_for_sums(&namespace, &output, &expected).await;
     assert_eq!(
-        app.stats().restored_records.load(Ordering::Relaxed),
+        app.metrics().restored_records(),
         0,
         "nothing to restore at first"
     );
-    assert_eq!(app.stats().processed_records.load(Ordering::Relaxed), 300);
+    assert_eq!(app.metrics().processed_records(), 300);
     app.stop().await.expect("clean stop");
 
     // Restart with the state dir kept: the checkpoint is at the changelog's end, nothing to read.
@@ -129,12 +128,12 @@ async fn sums_survive_restarts_and_a_kept_state_dir_restores_only_the_tail() {
     let app = start(&namespace, "warm", &input, &output).await;
     wait_for_sums(&namespace, &output, &expected).await;
     assert_eq!(
-        app.stats().restored_records.load(Ordering::Relaxed),
+        app.metrics().restored_records(),
         0,
         "a kept state dir must not restore what it already has"
     );
     assert_eq!(
-        app.stats().processed_records.load(Ordering::Relaxed),
+        app.metrics().processed_records(),
         200,
         "committed records reprocessed"
     );
@@ -145,7 +144,7 @@ async fn sums_survive_restarts_and_a_kept_state_dir_restores_only_the_tail() {
     produce_batch(&namespace, &input, 501, 10, &mut expected).await;
     let app = start(&namespace, "cold", &input, &output).await;
     wait_for_sums(&namespace, &output, &expected).await;
-    assert_eq!(app.stats().restored_records.load(Ordering::Relaxed), 500);
+    assert_eq!(app.metrics().restored_records(), 500);
     app.stop().await.expect("clean stop");
 }
 

@@ -57,7 +57,11 @@ async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         seen: seen.clone(),
         output: output.clone(),
     });
-    let app = StreamsApp::start(config.streams.config(config.kafka.clone()), topology)
+    let streams_config = config
+        .streams
+        .config(config.kafka.clone())
+        .with_metrics(runtime.metrics.registry().clone());
+    let app = StreamsApp::start(streams_config, topology)
         .await
         .map_err(|error| error.to_string())?;
     supervise(app, &runtime);
