@@ -20,8 +20,10 @@ use tokio::sync::watch;
 
 use crate::StreamsError;
 use crate::delivery::DeliveryTracker;
+use crate::membership::{self, MembershipPublisher, membership_topic};
 use crate::metrics::StreamsMetrics;
 use crate::processor::RecordSink;
+use crate::query::{Members, OpenStores, Queries};
 use crate::task::{TaskManager, TaskManagerParts};
 use crate::topology::{Topology, changelog_topic};
 
@@ -65,16 +67,23 @@ pub struct StreamsConfig {
     pub state_dir: PathBuf,
     /// How often processed input offsets are committed (after outputs are acknowledged).
     pub commit_interval: Duration,
-    /// A stable id of this instance (e.g. the StatefulSet pod name). With it the instance is a
-    /// static group member (KIP-345): restarting it, even after kill -9, takes its partitions
-    /// back at once instead of waiting out the session timeout for a rebalance.
+    /// A stable id of this instance (e.g. the StatefulSet pod name), used in the membership
+    /// topic; generated from host name and process id when not set.
     pub instance_id: Option<String>,
+    /// Join the consumer group as a static member (KIP-345) under `instance_id`: a restarted
+    /// instance, even after kill -9, takes its partitions back at once instead of waiting out
+    /// the session timeout; an instance that stops for good hands its partitions on only after
+    /// the session timeout (45 s).
+    pub static_membership: bool,
     /// What happens to a record whose processing keeps failing.
     pub error_policy: ErrorPolicy,
     /// Retries of a failing record (backoff 100 ms, doubling) before the policy applies.
     pub max_retries: u32,
     /// The component's metrics registry for the `eddy_streams_*` metrics (none: unregistered).
     pub metrics_registry: Option<Registry>,
+    /// `host:port` where this instance answers queries, advertised to the other instances for
+    /// routing (none: this instance is not a query target).
+    pub advertised_address: Option<String>,
 }
 
 /// What to do with a record whose processing still fails after the retries. Records that do not
@@ -94,9 +103,11 @@ impl StreamsConfig {
             state_dir: state_dir.into(),
             commit_interval: Duration::from_secs(1),
             instance_id: None,
+            static_membership: false,
             error_policy: ErrorPolicy::DeadLetter,
             max_retries: 3,
             metrics_registry: None,
+            advertised_address: None,
         }
     }
 
@@ -172,6 +183,7 @@ pub struct StreamsApp {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), StreamsError>>>,
     metrics: StreamsMetrics,
+    queries: Queries,
 }
 
 impl StreamsApp {
@@ -193,13 +205,21 @@ impl StreamsApp {
             .iter()
             .map(|store| changelog_topic(&application_id, store))
             .collect();
+        let membership_topic = membership_topic(&application_id);
         create_internal_topics(
             &config.kafka,
             &changelogs,
             &dead_letter_topic(&application_id),
+            &membership_topic,
             partitions,
         )
         .await?;
+        let instance_id = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(generated_instance_id);
+        let members = Members::default();
+        let open_stores = OpenStores::default();
 
         let metrics = StreamsMetrics::new(&application_id, config.metrics_registry.as_ref())
             .map_err(|error| StreamsError::Topic {
@@ -241,6 +261,12 @@ impl StreamsApp {
             state: state_cell.clone(),
             error_policy: config.error_policy,
             max_retries: config.max_retries,
+            membership: MembershipPublisher {
+                topic: membership_topic.clone(),
+                instance_id: instance_id.clone(),
+                address: config.advertised_address.clone(),
+            },
+            open_stores: open_stores.clone(),
         })));
         let mut consumer_config = config
             .kafka
@@ -249,7 +275,14 @@ impl StreamsApp {
         // member: the co-partitioning that joins and shared stores rely on.
         consumer_config.set("partition.assignment.strategy", "range");
         consumer_config.set("statistics.interval.ms", "5000");
-        if let Some(instance_id) = &config.instance_id {
+        if config.static_membership {
+            let instance_id = config
+                .instance_id
+                .as_ref()
+                .ok_or_else(|| StreamsError::Topic {
+                    topic: application_id.clone(),
+                    message: "static membership needs an instance id (EDDY_INSTANCE_ID)".to_owned(),
+                })?;
             consumer_config.set("group.instance.id", instance_id);
         }
         let consumer: BaseConsumer<StreamsContext> = consumer_config
@@ -264,6 +297,19 @@ impl StreamsApp {
             .map_err(|error| StreamsError::kafka("subscribing to the inputs", error))?;
 
         let stop = Arc::new(AtomicBool::new(false));
+        membership::spawn_reader(
+            &config.kafka,
+            &membership_topic,
+            members.clone(),
+            Arc::clone(&stop),
+        )?;
+        let queries = Queries {
+            instance_id,
+            partitions,
+            stores: open_stores,
+            members,
+            state: state.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("streams-{application_id}"))
             .spawn({
@@ -293,6 +339,7 @@ impl StreamsApp {
             stop,
             thread: Some(thread),
             metrics,
+            queries,
         })
     }
 
@@ -307,6 +354,11 @@ impl StreamsApp {
 
     pub fn metrics(&self) -> &StreamsMetrics {
         &self.metrics
+    }
+
+    /// A handle for query handlers: local store reads and key ownership.
+    pub fn queries(&self) -> Queries {
+        self.queries.clone()
     }
 
     /// Waits until the application is in `wanted` (or failed), at most `timeout`.
@@ -370,6 +422,7 @@ fn process_until_stopped(
     let mut manager = lock();
     manager.set_state(AppState::PendingShutdown);
     manager.close_all(consumer)?;
+    manager.leave()?;
     drop(manager);
     consumer.unsubscribe();
     Ok(())
@@ -425,6 +478,14 @@ async fn input_partitions(kafka: &KafkaArgs, inputs: &[String]) -> Result<i32, S
     .map_err(|_| StreamsError::ThreadPanicked)?
 }
 
+/// An instance id for membership when none is configured: host name and process id.
+fn generated_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "instance".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 /// The dead-letter topic of an application.
 pub fn dead_letter_topic(application_id: &str) -> String {
     format!("{application_id}.dlq")
@@ -436,6 +497,7 @@ async fn create_internal_topics(
     kafka: &KafkaArgs,
     changelogs: &[String],
     dead_letter: &str,
+    membership: &str,
     partitions: i32,
 ) -> Result<(), StreamsError> {
     let admin: AdminClient<DefaultClientContext> = kafka
@@ -452,6 +514,9 @@ async fn create_internal_topics(
         })
         .collect();
     topics.push(NewTopic::new(dead_letter, 1, TopicReplication::Fixed(-1)));
+    topics.push(
+        NewTopic::new(membership, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact"),
+    );
     let results = admin
         .create_topics(
             &topics,

@@ -12,9 +12,11 @@
 pub mod app;
 mod delivery;
 pub mod error;
+mod membership;
 pub mod metrics;
 pub mod partitioner;
 pub mod processor;
+pub mod query;
 pub mod serde;
 pub mod service;
 pub mod store;
@@ -25,6 +27,7 @@ pub use app::{AppState, ErrorPolicy, StreamsApp, StreamsConfig, dead_letter_topi
 pub use error::StreamsError;
 pub use metrics::StreamsMetrics;
 pub use processor::{Processor, ProcessorContext, ProcessorError};
+pub use query::{InstanceInfo, KeyOwner, Queries, QueryError};
 pub use serde::{BytesSerde, JsonSerde, Serde, SerdeError, StringSerde};
 pub use task::{
     DLQ_ATTEMPTS_HEADER, DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,

@@ -23,10 +23,14 @@ pub struct StreamsArgs {
     #[arg(long, env = "EDDY_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub commit_interval: Duration,
 
-    /// Stable id of this instance (the pod name in a StatefulSet): a restarted instance takes
-    /// its partitions back at once (static group membership).
+    /// Stable id of this instance (the pod name in a StatefulSet).
     #[arg(long, env = "EDDY_INSTANCE_ID")]
     pub instance_id: Option<String>,
+
+    /// Static group membership under EDDY_INSTANCE_ID: a restarted instance takes its
+    /// partitions back at once, without a rebalance.
+    #[arg(long, env = "EDDY_STATIC_MEMBERSHIP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub static_membership: bool,
 
     /// What to do with a record whose processing keeps failing: dead-letter it or stop.
     #[arg(
@@ -40,6 +44,11 @@ pub struct StreamsArgs {
     /// Retries (100 ms backoff, doubling) before the error policy applies.
     #[arg(long, env = "EDDY_PROCESSING_MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
+
+    /// `host:port` where this instance's query API is reachable by the other instances (the
+    /// pod's address); queries for keys it owns are routed here.
+    #[arg(long, env = "EDDY_ADVERTISED_ADDRESS")]
+    pub advertised_address: Option<String>,
 }
 
 impl StreamsArgs {
@@ -51,9 +60,11 @@ impl StreamsArgs {
             state_dir: self.state_dir.clone(),
             commit_interval: self.commit_interval,
             instance_id: self.instance_id.clone(),
+            static_membership: self.static_membership,
             error_policy: self.error_policy,
             max_retries: self.max_retries,
             metrics_registry: None,
+            advertised_address: self.advertised_address.clone(),
         }
     }
 }

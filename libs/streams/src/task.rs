@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -15,8 +15,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::StreamsError;
 use crate::app::{AppState, ErrorPolicy, StateCell, dead_letter_topic};
+use crate::membership::MembershipPublisher;
 use crate::metrics::StreamsMetrics;
 use crate::processor::{Processor, ProcessorContext, ProcessorError, RecordSink};
+use crate::query::OpenStores;
 use crate::store::{KeyValue, PartitionStore};
 use crate::topology::{InputRecord, ProcessorFactory, changelog_topic};
 
@@ -106,6 +108,8 @@ pub(crate) struct TaskManager {
     error_policy: ErrorPolicy,
     max_retries: u32,
     dead_letter_topic: String,
+    membership: MembershipPublisher,
+    open_stores: OpenStores,
     /// A failure inside a rebalance callback, raised by the processing loop.
     pub(crate) fatal: Option<StreamsError>,
 }
@@ -122,6 +126,8 @@ pub(crate) struct TaskManagerParts {
     pub(crate) state: StateCell,
     pub(crate) error_policy: ErrorPolicy,
     pub(crate) max_retries: u32,
+    pub(crate) membership: MembershipPublisher,
+    pub(crate) open_stores: OpenStores,
 }
 
 impl TaskManager {
@@ -142,6 +148,8 @@ impl TaskManager {
             error_policy: parts.error_policy,
             max_retries: parts.max_retries,
             dead_letter_topic: dead_letter_topic(&parts.application_id),
+            membership: parts.membership,
+            open_stores: parts.open_stores,
             fatal: None,
         }
     }
@@ -171,8 +179,19 @@ impl TaskManager {
                 continue;
             }
             let task = self.open_task(partition)?;
+            {
+                let mut open = self
+                    .open_stores
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (name, store) in &task.stores {
+                    open.insert((name.clone(), partition), Arc::clone(store));
+                }
+            }
             self.tasks.insert(partition, task);
         }
+        let owned: Vec<i32> = self.tasks.keys().copied().collect();
+        self.membership.publish(&self.sink, &owned)?;
         tracing::info!(partitions = ?self.tasks.keys().collect::<Vec<_>>(), "tasks running");
         self.set_state(AppState::Running);
         Ok(())
@@ -463,6 +482,15 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Removes this instance from the membership topic and waits for that to be written.
+    pub(crate) fn leave(&self) -> Result<(), StreamsError> {
+        self.membership.leave(&self.sink)?;
+        self.sink
+            .producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|error| StreamsError::kafka("flushing the producer", error))
+    }
+
     /// Commits and closes every task (partitions revoked or the application stopping).
     pub(crate) fn close_all<C: ConsumerContext>(
         &mut self,
@@ -473,7 +501,12 @@ impl TaskManager {
         }
         self.commit(consumer)?;
         let closed: Vec<i32> = self.tasks.keys().copied().collect();
+        self.open_stores
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.tasks.clear();
+        self.membership.publish(&self.sink, &[])?;
         tracing::info!(partitions = ?closed, "tasks closed");
         Ok(())
     }

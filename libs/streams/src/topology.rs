@@ -119,6 +119,10 @@ impl<K: 'static, V: 'static> StoreDefinition<K, V> {
         self.key_serde.serialize(key)
     }
 
+    pub fn decode_key(&self, bytes: &[u8]) -> Result<K, SerdeError> {
+        self.key_serde.deserialize(bytes)
+    }
+
     pub fn decode_value(&self, bytes: &[u8]) -> Result<V, SerdeError> {
         self.value_serde.deserialize(bytes)
     }

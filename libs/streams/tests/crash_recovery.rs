@@ -22,6 +22,7 @@ fn fixture(namespace: &TestNamespace, input: &str, output: &str) -> (ComponentPr
         .env("EDDY_STATE_DIR", namespace.state_dir("state"))
         .env("EDDY_COMMIT_INTERVAL", "100ms")
         .env("EDDY_INSTANCE_ID", "fixture-0")
+        .env("EDDY_STATIC_MEMBERSHIP", "true")
         .env("EDDY_APPLICATION_ID", namespace.group("distinct"))
         .env("EDDY_INPUT_TOPIC", input)
         .env("EDDY_OUTPUT_TOPIC", output)

@@ -1,0 +1,121 @@
+//! The membership topic `<application id>-membership`: each instance writes which partitions it
+//! owns and where its query API listens, keyed by instance id (a tombstone when it leaves), and
+//! reads everyone's entries into [`Members`] for query routing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eddy_service::kafka::KafkaArgs;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::StreamsError;
+use crate::processor::RecordSink;
+use crate::query::{InstanceInfo, Members};
+
+pub(crate) fn membership_topic(application_id: &str) -> String {
+    format!("{application_id}-membership")
+}
+
+/// Writes this instance's entry.
+#[derive(Debug, Clone)]
+pub(crate) struct MembershipPublisher {
+    pub(crate) topic: String,
+    pub(crate) instance_id: String,
+    /// No address: the instance serves no queries and is not advertised.
+    pub(crate) address: Option<String>,
+}
+
+impl MembershipPublisher {
+    pub(crate) fn publish(
+        &self,
+        sink: &RecordSink,
+        partitions: &[i32],
+    ) -> Result<(), StreamsError> {
+        let Some(address) = &self.address else {
+            return Ok(());
+        };
+        let info = InstanceInfo {
+            instance_id: self.instance_id.clone(),
+            address: address.clone(),
+            partitions: partitions.to_vec(),
+            updated_at_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&info)
+            .map_err(|error| StreamsError::Produce(format!("membership entry: {error}")))?;
+        sink.send(
+            &self.topic,
+            Some(0),
+            self.instance_id.as_bytes(),
+            Some(&value),
+        )
+    }
+
+    pub(crate) fn leave(&self, sink: &RecordSink) -> Result<(), StreamsError> {
+        if self.address.is_none() {
+            return Ok(());
+        }
+        sink.send(&self.topic, Some(0), self.instance_id.as_bytes(), None)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Reads the membership topic from the beginning, and then as it changes, into `members`,
+/// until `stop` is set.
+pub(crate) fn spawn_reader(
+    kafka: &KafkaArgs,
+    topic: &str,
+    members: Members,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, StreamsError> {
+    let consumer: BaseConsumer = kafka
+        .consumer_config(&format!("{topic}-reader"), &format!("{topic}-reader"))
+        .create()
+        .map_err(|error| StreamsError::kafka("creating the membership reader", error))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|error| StreamsError::kafka("membership assignment", error))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|error| StreamsError::kafka("assigning the membership topic", error))?;
+    std::thread::Builder::new()
+        .name("streams-membership".to_owned())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(message)) => {
+                        let Some(key) = message.key() else { continue };
+                        let instance_id = String::from_utf8_lossy(key).into_owned();
+                        let mut members = members.write().unwrap_or_else(PoisonError::into_inner);
+                        match message.payload().map(serde_json::from_slice::<InstanceInfo>) {
+                            Some(Ok(info)) => {
+                                members.insert(instance_id, info);
+                            }
+                            Some(Err(error)) => {
+                                tracing::warn!(error = %error, instance_id, "unreadable membership entry");
+                            }
+                            None => {
+                                members.remove(&instance_id);
+                            }
+                        }
+                    }
+                    Some(Err(error)) => tracing::warn!(error = %error, "membership reader error"),
+                    None => {}
+                }
+            }
+        })
+        .map_err(|source| StreamsError::Io {
+            what: "starting the membership reader".to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,311 @@
+//! Interactive queries: reading an application's stores from outside the processing thread,
+//! and routing a query to the instance that owns the key.
+//!
+//! Every instance advertises its HTTP address and the partitions it owns in the compacted topic
+//! `<application id>-membership` (keyed by instance id) and reads everyone's entries back, so
+//! any instance can tell who owns a key: the partition is the Java-compatible murmur2 partition
+//! of the serialized key, as for the input record that wrote it. [`forward`] sends a request on
+//! to the owner; lists fan out to [`Queries::instances`] and merge.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::partitioner::partition_for_key;
+use crate::serde::SerdeError;
+use crate::store::PartitionStore;
+use crate::topology::StoreDefinition;
+use crate::{AppState, StreamsError};
+
+/// Marks a request another instance already forwarded; it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-eddy-forwarded-by";
+
+/// What an instance advertises in the membership topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub instance_id: String,
+    /// `host:port` of the instance's query API.
+    pub address: String,
+    /// Partitions it processes now (empty while rebalancing).
+    pub partitions: Vec<i32>,
+    /// When this entry was written (milliseconds since the epoch); the newest claim wins.
+    pub updated_at_ms: i64,
+}
+
+/// Who answers for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOwner {
+    /// This instance owns the key's partition.
+    Local,
+    /// Another instance does, at this address.
+    Remote {
+        instance_id: String,
+        address: String,
+    },
+}
+
+/// Why a query cannot be answered here and now.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The application is not RUNNING (restoring, rebalancing, stopping): ask again shortly.
+    #[error("the {store} store is not queryable while the application is {state:?}")]
+    NotReady { store: String, state: AppState },
+    /// No instance claims the key's partition right now (a rebalance is under way).
+    #[error("no instance owns partition {partition} of {store} right now")]
+    NoOwner { store: String, partition: i32 },
+    /// The key's partition is owned by another instance.
+    #[error("partition {partition} of {store} is owned by another instance")]
+    NotLocal { store: String, partition: i32 },
+    #[error("store read failed")]
+    Store(#[from] StreamsError),
+    #[error("store value: {0}")]
+    Serde(#[from] SerdeError),
+}
+
+impl IntoResponse for QueryError {
+    /// 503 with `Retry-After` for states that pass (restoring, rebalancing, moved partitions),
+    /// 500 for a failed read.
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            QueryError::NotReady {
+                state: AppState::Restoring,
+                ..
+            } => (StatusCode::SERVICE_UNAVAILABLE, "restoring"),
+            QueryError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            QueryError::NoOwner { .. } | QueryError::NotLocal { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "rebalancing")
+            }
+            QueryError::Store(_) | QueryError::Serde(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+            }
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "query failed");
+        }
+        let body = serde_json::json!({ "message": self.to_string(), "code": code });
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The stores open on this instance, by store name and partition.
+pub(crate) type OpenStores = Arc<RwLock<HashMap<(String, i32), Arc<PartitionStore>>>>;
+/// Everyone's advertised membership, by instance id.
+pub(crate) type Members = Arc<RwLock<BTreeMap<String, InstanceInfo>>>;
+
+/// A cloneable handle for query handlers (HTTP threads) onto a running application.
+#[derive(Debug, Clone)]
+pub struct Queries {
+    pub(crate) instance_id: String,
+    pub(crate) partitions: i32,
+    pub(crate) stores: OpenStores,
+    pub(crate) members: Members,
+    pub(crate) state: watch::Receiver<AppState>,
+}
+
+impl Queries {
+    /// This instance's id in the membership topic.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Every instance currently advertised (including this one).
+    pub fn instances(&self) -> Vec<InstanceInfo> {
+        read(&self.members).values().cloned().collect()
+    }
+
+    /// The partition `key` lives on.
+    pub fn partition_of<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        key: &K,
+    ) -> Result<i32, QueryError> {
+        Ok(partition_for_key(&store.encode_key(key)?, self.partitions))
+    }
+
+    /// Who answers for `key` of `store`.
+    pub fn owner_of<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        key: &K,
+    ) -> Result<KeyOwner, QueryError> {
+        let partition = self.partition_of(store, key)?;
+        if read(&self.stores).contains_key(&(store.name().to_owned(), partition)) {
+            return Ok(KeyOwner::Local);
+        }
+        read(&self.members)
+            .values()
+            .filter(|member| member.partitions.contains(&partition))
+            .max_by_key(|member| member.updated_at_ms)
+            .filter(|member| member.instance_id != self.instance_id)
+            .map(|member| KeyOwner::Remote {
+                instance_id: member.instance_id.clone(),
+                address: member.address.clone(),
+            })
+            .ok_or_else(|| QueryError::NoOwner {
+                store: store.name().to_owned(),
+                partition,
+            })
+    }
+
+    /// The value of `key` in this instance's copy of `store`.
+    pub fn get<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, QueryError> {
+        self.require_running(store.name())?;
+        let partition = self.partition_of(store, key)?;
+        let local = read(&self.stores)
+            .get(&(store.name().to_owned(), partition))
+            .cloned()
+            .ok_or_else(|| QueryError::NotLocal {
+                store: store.name().to_owned(),
+                partition,
+            })?;
+        match local.get(&store.encode_key(key)?)? {
+            Some(bytes) => Ok(Some(store.decode_value(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries whose serialized key starts with `prefix`, from every partition this instance
+    /// owns, at most `limit` per partition, in key order within a partition.
+    pub fn local_prefix<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, QueryError> {
+        self.require_running(store.name())?;
+        let mut entries = Vec::new();
+        for partition_store in self.local_partitions(store.name()) {
+            for (key, value) in partition_store.prefix(prefix, limit)? {
+                entries.push((store.decode_key(&key)?, store.decode_value(&value)?));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Entries with `from <= serialized key < to` from every partition this instance owns.
+    pub fn local_range<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, QueryError> {
+        self.require_running(store.name())?;
+        let mut entries = Vec::new();
+        for partition_store in self.local_partitions(store.name()) {
+            for (key, value) in partition_store.range(from, to, limit)? {
+                entries.push((store.decode_key(&key)?, store.decode_value(&value)?));
+            }
+        }
+        Ok(entries)
+    }
+
+    fn local_partitions(&self, store: &str) -> Vec<Arc<PartitionStore>> {
+        read(&self.stores)
+            .iter()
+            .filter(|((name, _), _)| name == store)
+            .map(|(_, partition_store)| Arc::clone(partition_store))
+            .collect()
+    }
+
+    fn require_running(&self, store: &str) -> Result<(), QueryError> {
+        let state = *self.state.borrow();
+        if state == AppState::Running {
+            Ok(())
+        } else {
+            Err(QueryError::NotReady {
+                store: store.to_owned(),
+                state,
+            })
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sends `request` on to the instance at `address` and returns its answer. A request that was
+/// already forwarded once is not forwarded again (ownership is moving): it gets a 503 with
+/// `Retry-After`.
+pub async fn forward(
+    client: &reqwest::Client,
+    from_instance: &str,
+    address: &str,
+    request: axum::extract::Request,
+) -> Response {
+    if request.headers().contains_key(FORWARDED_HEADER) {
+        return QueryError::NoOwner {
+            store: "the requested".to_owned(),
+            partition: -1,
+        }
+        .into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large to forward",
+        )
+            .into_response();
+    };
+    let mut outgoing = client
+        .request(parts.method.clone(), format!("http://{address}{path}"))
+        .header(FORWARDED_HEADER, from_instance)
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    match outgoing.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            for (name, value) in &headers {
+                if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            response
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, address, "forwarding a query failed");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "message": format!("the owning instance at {address} did not answer"),
+                    "code": "owner_unavailable",
+                })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
