@@ -84,6 +84,18 @@ pub struct StreamsConfig {
     /// `host:port` where this instance answers queries, advertised to the other instances for
     /// routing (none: this instance is not a query target).
     pub advertised_address: Option<String>,
+    pub guarantee: ProcessingGuarantee,
+}
+
+/// How processing results and input offsets are committed together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProcessingGuarantee {
+    /// Outputs and changelog records are acknowledged before input offsets are committed: after
+    /// a crash, records since the last commit are processed again (nothing is lost).
+    AtLeastOnce,
+    /// Outputs, changelog records and input offsets are committed in one Kafka transaction, and
+    /// store writes reach local state only after it commits: every record counts exactly once.
+    ExactlyOnce,
 }
 
 /// What to do with a record whose processing still fails after the retries. Records that do not
@@ -108,6 +120,7 @@ impl StreamsConfig {
             max_retries: 3,
             metrics_registry: None,
             advertised_address: None,
+            guarantee: ProcessingGuarantee::AtLeastOnce,
         }
     }
 
@@ -214,10 +227,6 @@ impl StreamsApp {
             partitions,
         )
         .await?;
-        let instance_id = config
-            .instance_id
-            .clone()
-            .unwrap_or_else(generated_instance_id);
         let members = Members::default();
         let open_stores = OpenStores::default();
 
@@ -226,14 +235,26 @@ impl StreamsApp {
                 topic: application_id.clone(),
                 message: format!("registering metrics: {error}"),
             })?;
+        let instance_id = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(generated_instance_id);
         let (sender, state) = watch::channel(AppState::Created);
         let state_cell = StateCell {
             sender: Arc::new(sender),
             metrics: metrics.clone(),
         };
-        let producer: ThreadedProducer<DeliveryTracker> = config
-            .kafka
-            .producer_config(&format!("{application_id}-producer"))
+        let producer_config = match config.guarantee {
+            ProcessingGuarantee::AtLeastOnce => config
+                .kafka
+                .producer_config(&format!("{application_id}-producer")),
+            // Stable per instance, so a restarted instance fences its predecessor's transaction.
+            ProcessingGuarantee::ExactlyOnce => config.kafka.transactional_producer_config(
+                &format!("{application_id}-producer"),
+                &format!("{application_id}-{instance_id}"),
+            ),
+        };
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config
             .create_with_context(DeliveryTracker::new(
                 changelogs.iter().cloned().collect::<HashSet<_>>(),
             ))
@@ -265,8 +286,16 @@ impl StreamsApp {
                 topic: membership_topic.clone(),
                 instance_id: instance_id.clone(),
                 address: config.advertised_address.clone(),
+                producer: config
+                    .kafka
+                    .producer_config(&format!("{application_id}-membership"))
+                    .create()
+                    .map_err(|error| {
+                        StreamsError::kafka("creating the membership producer", error)
+                    })?,
             },
             open_stores: open_stores.clone(),
+            guarantee: config.guarantee,
         })));
         let mut consumer_config = config
             .kafka
@@ -401,6 +430,7 @@ fn process_until_stopped(
     commit_interval: Duration,
 ) -> Result<(), StreamsError> {
     let lock = || tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    lock().init_transactions()?;
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Rebalance callbacks run inside poll; the task lock is not held here.
@@ -415,7 +445,7 @@ fn process_until_stopped(
             None => {}
         }
         if last_commit.elapsed() >= commit_interval {
-            manager.commit(consumer)?;
+            manager.commit(consumer, false)?;
             last_commit = Instant::now();
         }
     }

@@ -23,7 +23,9 @@ pub mod store;
 mod task;
 pub mod topology;
 
-pub use app::{AppState, ErrorPolicy, StreamsApp, StreamsConfig, dead_letter_topic};
+pub use app::{
+    AppState, ErrorPolicy, ProcessingGuarantee, StreamsApp, StreamsConfig, dead_letter_topic,
+};
 pub use error::StreamsError;
 pub use metrics::StreamsMetrics;
 pub use processor::{Processor, ProcessorContext, ProcessorError};

@@ -13,28 +13,25 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::StreamsError;
-use crate::processor::RecordSink;
 use crate::query::{InstanceInfo, Members};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 pub(crate) fn membership_topic(application_id: &str) -> String {
     format!("{application_id}-membership")
 }
 
-/// Writes this instance's entry.
-#[derive(Debug, Clone)]
+/// Writes this instance's entry, with a producer of its own (outside any transaction of the
+/// application's producer).
 pub(crate) struct MembershipPublisher {
     pub(crate) topic: String,
     pub(crate) instance_id: String,
     /// No address: the instance serves no queries and is not advertised.
     pub(crate) address: Option<String>,
+    pub(crate) producer: ThreadedProducer<DefaultProducerContext>,
 }
 
 impl MembershipPublisher {
-    pub(crate) fn publish(
-        &self,
-        sink: &RecordSink,
-        partitions: &[i32],
-    ) -> Result<(), StreamsError> {
+    pub(crate) fn publish(&self, partitions: &[i32]) -> Result<(), StreamsError> {
         let Some(address) = &self.address else {
             return Ok(());
         };
@@ -46,19 +43,30 @@ impl MembershipPublisher {
         };
         let value = serde_json::to_vec(&info)
             .map_err(|error| StreamsError::Produce(format!("membership entry: {error}")))?;
-        sink.send(
-            &self.topic,
-            Some(0),
-            self.instance_id.as_bytes(),
-            Some(&value),
-        )
+        self.send(Some(&value))
     }
 
-    pub(crate) fn leave(&self, sink: &RecordSink) -> Result<(), StreamsError> {
+    /// Deletes this instance's entry and waits until that is written.
+    pub(crate) fn leave(&self) -> Result<(), StreamsError> {
         if self.address.is_none() {
             return Ok(());
         }
-        sink.send(&self.topic, Some(0), self.instance_id.as_bytes(), None)
+        self.send(None)?;
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|error| StreamsError::kafka("writing the membership entry", error))
+    }
+
+    fn send(&self, value: Option<&[u8]>) -> Result<(), StreamsError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
+            .partition(0)
+            .key(self.instance_id.as_bytes());
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record)
+            .map_err(|(error, _)| StreamsError::kafka("writing the membership entry", error))
     }
 }
 

@@ -2,7 +2,7 @@
 //! task's state stores and emits records to output topics through its [`ProcessorContext`].
 //! Every store write also goes to the store's changelog topic, on the same partition.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use crate::StreamsError;
 use crate::delivery::DeliveryTracker;
 use crate::serde::SerdeError;
-use crate::store::PartitionStore;
+use crate::store::{KeyValue, PartitionStore};
 use crate::topology::{DecodeError, InputRecord, OutputTopic, StoreDefinition, changelog_topic};
 
 /// Processes the records of one task (one partition of every input).
@@ -112,10 +112,51 @@ impl RecordSink {
     }
 }
 
+/// A task's view of one store: the store itself and, under exactly-once, the writes of the
+/// open transaction, which reach RocksDB only once Kafka has committed the transaction. Local
+/// state is therefore never ahead of what Kafka committed.
+pub(crate) struct TaskStore {
+    pub(crate) store: Arc<PartitionStore>,
+    pub(crate) pending: Option<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl TaskStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StreamsError> {
+        if let Some(pending) = &self.pending
+            && let Some(value) = pending.get(key)
+        {
+            return Ok(value.clone());
+        }
+        self.store.get(key)
+    }
+
+    fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StreamsError> {
+        match (&mut self.pending, value) {
+            (Some(pending), value) => {
+                pending.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+                Ok(())
+            }
+            (None, Some(value)) => self.store.put(key, value),
+            (None, None) => self.store.delete(key),
+        }
+    }
+
+    /// Applies the committed transaction's writes to the store.
+    pub(crate) fn apply_pending(&mut self) -> Result<(), StreamsError> {
+        if let Some(pending) = &mut self.pending
+            && !pending.is_empty()
+        {
+            let batch: Vec<KeyValue> = std::mem::take(pending).into_iter().collect();
+            self.store.apply_batch(&batch)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a processor can do while handling a record.
 pub struct ProcessorContext<'a> {
     pub(crate) partition: i32,
-    pub(crate) stores: &'a HashMap<String, Arc<PartitionStore>>,
+    pub(crate) stores: &'a mut HashMap<String, TaskStore>,
     pub(crate) sink: &'a RecordSink,
 }
 
@@ -141,7 +182,11 @@ impl ProcessorContext<'_> {
         key: &K,
     ) -> Result<Option<V>, ProcessorError> {
         let key = store.key_serde.serialize(key)?;
-        match self.local_store(store.name())?.get(&key)? {
+        let local = self
+            .stores
+            .get(store.name())
+            .ok_or_else(|| StreamsError::UnknownStore(store.name().to_owned()))?;
+        match local.get(&key)? {
             Some(bytes) => Ok(Some(store.value_serde.deserialize(&bytes)?)),
             None => Ok(None),
         }
@@ -156,7 +201,7 @@ impl ProcessorContext<'_> {
     ) -> Result<(), ProcessorError> {
         let key = store.key_serde.serialize(key)?;
         let value = store.value_serde.serialize(value)?;
-        self.local_store(store.name())?.put(&key, &value)?;
+        self.local_store(store.name())?.write(&key, Some(&value))?;
         self.sink.send(
             &changelog_topic(&self.sink.application_id, store.name()),
             Some(self.partition),
@@ -173,7 +218,7 @@ impl ProcessorContext<'_> {
         key: &K,
     ) -> Result<(), ProcessorError> {
         let key = store.key_serde.serialize(key)?;
-        self.local_store(store.name())?.delete(&key)?;
+        self.local_store(store.name())?.write(&key, None)?;
         self.sink.send(
             &changelog_topic(&self.sink.application_id, store.name()),
             Some(self.partition),
@@ -200,10 +245,9 @@ impl ProcessorContext<'_> {
         Ok(())
     }
 
-    fn local_store(&self, name: &str) -> Result<&PartitionStore, StreamsError> {
+    fn local_store(&mut self, name: &str) -> Result<&mut TaskStore, StreamsError> {
         self.stores
-            .get(name)
-            .map(Arc::as_ref)
+            .get_mut(name)
             .ok_or_else(|| StreamsError::UnknownStore(name.to_owned()))
     }
 }

@@ -10,7 +10,7 @@ use eddy_service::Runtime;
 use eddy_service::config::parse_duration;
 use eddy_service::kafka::KafkaArgs;
 
-use crate::{AppState, ErrorPolicy, StreamsApp, StreamsConfig};
+use crate::{AppState, ErrorPolicy, ProcessingGuarantee, StreamsApp, StreamsConfig};
 
 /// Settings of a component's streams application.
 #[derive(Debug, Clone, Args)]
@@ -49,6 +49,15 @@ pub struct StreamsArgs {
     /// pod's address); queries for keys it owns are routed here.
     #[arg(long, env = "EDDY_ADVERTISED_ADDRESS")]
     pub advertised_address: Option<String>,
+
+    /// at-least-once (default) or exactly-once (Kafka transactions).
+    #[arg(
+        long,
+        env = "EDDY_PROCESSING_GUARANTEE",
+        value_enum,
+        default_value = "at-least-once"
+    )]
+    pub guarantee: ProcessingGuarantee,
 }
 
 impl StreamsArgs {
@@ -65,6 +74,7 @@ impl StreamsArgs {
             max_retries: self.max_retries,
             metrics_registry: None,
             advertised_address: self.advertised_address.clone(),
+            guarantee: self.guarantee,
         }
     }
 }

@@ -45,6 +45,18 @@ impl PartitionStore {
     /// first checkpoint, or a checkpoint deliberately removed), so it is wiped and restored in
     /// full.
     pub fn open(partition_dir: &Path, name: &str, partition: i32) -> Result<Self, StreamsError> {
+        Self::open_with_wal(partition_dir, name, partition, false)
+    }
+
+    /// Like [`PartitionStore::open`]; with `wal`, writes also go to RocksDB's write-ahead log
+    /// so they survive a process crash (exactly-once applies only committed writes, and needs
+    /// them all to survive until the next checkpoint).
+    pub fn open_with_wal(
+        partition_dir: &Path,
+        name: &str,
+        partition: i32,
+        wal: bool,
+    ) -> Result<Self, StreamsError> {
         let path = partition_dir.join(name);
         let checkpoint_path = partition_dir.join(format!("{name}.checkpoint"));
         if path.exists() && !checkpoint_path.exists() {
@@ -68,7 +80,7 @@ impl PartitionStore {
             source,
         })?;
         let mut write_options = WriteOptions::default();
-        write_options.disable_wal(true);
+        write_options.disable_wal(!wal);
         Ok(PartitionStore {
             name: name.to_owned(),
             partition,

@@ -14,10 +14,10 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::StreamsError;
-use crate::app::{AppState, ErrorPolicy, StateCell, dead_letter_topic};
+use crate::app::{AppState, ErrorPolicy, ProcessingGuarantee, StateCell, dead_letter_topic};
 use crate::membership::MembershipPublisher;
 use crate::metrics::StreamsMetrics;
-use crate::processor::{Processor, ProcessorContext, ProcessorError, RecordSink};
+use crate::processor::{Processor, ProcessorContext, ProcessorError, RecordSink, TaskStore};
 use crate::query::OpenStores;
 use crate::store::{KeyValue, PartitionStore};
 use crate::topology::{InputRecord, ProcessorFactory, changelog_topic};
@@ -26,6 +26,8 @@ const RESTORE_BATCH: usize = 10_000;
 const RESTORE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Under exactly-once, how often store checkpoints are written (commits are far more frequent).
+pub const EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Header names on dead-lettered records.
 pub const DLQ_ERROR_HEADER: &str = "eddy.dlq.error";
@@ -83,7 +85,7 @@ fn dead_letter(
 
 struct Task {
     partition: i32,
-    stores: HashMap<String, Arc<PartitionStore>>,
+    stores: HashMap<String, TaskStore>,
     processor: Box<dyn Processor>,
     /// Per input topic, the offset to commit (last processed + 1).
     next_offsets: HashMap<String, i64>,
@@ -110,6 +112,10 @@ pub(crate) struct TaskManager {
     dead_letter_topic: String,
     membership: MembershipPublisher,
     open_stores: OpenStores,
+    guarantee: ProcessingGuarantee,
+    /// Exactly-once: a transaction is open (records were sent since the last commit).
+    in_transaction: bool,
+    last_checkpoint: Instant,
     /// A failure inside a rebalance callback, raised by the processing loop.
     pub(crate) fatal: Option<StreamsError>,
 }
@@ -128,6 +134,7 @@ pub(crate) struct TaskManagerParts {
     pub(crate) max_retries: u32,
     pub(crate) membership: MembershipPublisher,
     pub(crate) open_stores: OpenStores,
+    pub(crate) guarantee: ProcessingGuarantee,
 }
 
 impl TaskManager {
@@ -150,6 +157,9 @@ impl TaskManager {
             dead_letter_topic: dead_letter_topic(&parts.application_id),
             membership: parts.membership,
             open_stores: parts.open_stores,
+            guarantee: parts.guarantee,
+            in_transaction: false,
+            last_checkpoint: Instant::now(),
             fatal: None,
         }
     }
@@ -184,14 +194,14 @@ impl TaskManager {
                     .open_stores
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
-                for (name, store) in &task.stores {
-                    open.insert((name.clone(), partition), Arc::clone(store));
+                for (name, task_store) in &task.stores {
+                    open.insert((name.clone(), partition), Arc::clone(&task_store.store));
                 }
             }
             self.tasks.insert(partition, task);
         }
         let owned: Vec<i32> = self.tasks.keys().copied().collect();
-        self.membership.publish(&self.sink, &owned)?;
+        self.membership.publish(&owned)?;
         tracing::info!(partitions = ?self.tasks.keys().collect::<Vec<_>>(), "tasks running");
         self.set_state(AppState::Running);
         Ok(())
@@ -209,7 +219,8 @@ impl TaskManager {
                 .map_err(|error| {
                     StreamsError::kafka(format!("watermarks of {changelog}/{partition}"), error)
                 })?;
-            let mut store = PartitionStore::open(&partition_dir, &name, partition)?;
+            let wal = self.guarantee == ProcessingGuarantee::ExactlyOnce;
+            let mut store = PartitionStore::open_with_wal(&partition_dir, &name, partition, wal)?;
             if let Some(checkpoint) = store.checkpoint()?
                 && checkpoint > high
             {
@@ -221,7 +232,7 @@ impl TaskManager {
                         source,
                     },
                 )?;
-                store = PartitionStore::open(&partition_dir, &name, partition)?;
+                store = PartitionStore::open_with_wal(&partition_dir, &name, partition, wal)?;
             }
             let start = store.checkpoint()?.unwrap_or(low).max(low);
             if start < high {
@@ -229,7 +240,13 @@ impl TaskManager {
             }
             store.write_checkpoint(high)?;
             checkpointed.insert(name.clone(), high);
-            stores.insert(name, Arc::new(store));
+            stores.insert(
+                name,
+                TaskStore {
+                    store: Arc::new(store),
+                    pending: wal.then(BTreeMap::new),
+                },
+            );
         }
         Ok(Task {
             partition,
@@ -356,12 +373,19 @@ impl TaskManager {
             key: message.key(),
             value: message.payload(),
         };
+        if self.guarantee == ProcessingGuarantee::ExactlyOnce && !self.in_transaction {
+            self.sink
+                .producer
+                .begin_transaction()
+                .map_err(|error| StreamsError::kafka("beginning a transaction", error))?;
+            self.in_transaction = true;
+        }
         let began = Instant::now();
         let mut attempt = 0;
         loop {
             let mut context = ProcessorContext {
                 partition,
-                stores: &task.stores,
+                stores: &mut task.stores,
                 sink: &self.sink,
             };
             match task.processor.process(&record, &mut context) {
@@ -422,23 +446,84 @@ impl TaskManager {
         Ok(())
     }
 
-    /// At-least-once commit: every output and changelog record acknowledged, then the input
-    /// offsets committed, then store checkpoints written.
+    /// Commits what was processed since the last commit.
+    ///
+    /// At-least-once: every output and changelog record acknowledged, then the input offsets
+    /// committed, then store checkpoints written.
+    ///
+    /// Exactly-once: the input offsets join the open transaction, which is committed; only then
+    /// do the transaction's store writes reach RocksDB (with its WAL). Checkpoints follow every
+    /// [`EXACTLY_ONCE_CHECKPOINT_INTERVAL`] and on close; restoring from an older checkpoint
+    /// replays committed changelog records onto state that already has them, which changes
+    /// nothing.
     pub(crate) fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        closing: bool,
     ) -> Result<(), StreamsError> {
         if !self.uncommitted {
             return Ok(());
         }
         let began = Instant::now();
-        self.sink
-            .producer
-            .flush(FLUSH_TIMEOUT)
-            .map_err(|error| StreamsError::kafka("flushing the producer", error))?;
-        if let Some(error) = self.sink.producer.context().first_error() {
-            return Err(StreamsError::Produce(error));
+        let offsets = self.offsets_to_commit()?;
+        match self.guarantee {
+            ProcessingGuarantee::AtLeastOnce => {
+                self.sink
+                    .producer
+                    .flush(FLUSH_TIMEOUT)
+                    .map_err(|error| StreamsError::kafka("flushing the producer", error))?;
+                if let Some(error) = self.sink.producer.context().first_error() {
+                    return Err(StreamsError::Produce(error));
+                }
+                if offsets.count() > 0 {
+                    consumer
+                        .commit(&offsets, CommitMode::Sync)
+                        .map_err(|error| StreamsError::kafka("committing input offsets", error))?;
+                }
+            }
+            ProcessingGuarantee::ExactlyOnce => {
+                let group = consumer.group_metadata().ok_or_else(|| {
+                    StreamsError::Produce(
+                        "no consumer group metadata for the transaction".to_owned(),
+                    )
+                })?;
+                self.sink
+                    .producer
+                    .send_offsets_to_transaction(&offsets, &group, FLUSH_TIMEOUT)
+                    .map_err(|error| {
+                        StreamsError::kafka("adding offsets to the transaction", error)
+                    })?;
+                self.sink
+                    .producer
+                    .commit_transaction(FLUSH_TIMEOUT)
+                    .map_err(|error| StreamsError::kafka("committing the transaction", error))?;
+                self.in_transaction = false;
+                if let Some(error) = self.sink.producer.context().first_error() {
+                    return Err(StreamsError::Produce(error));
+                }
+                for task in self.tasks.values_mut() {
+                    for task_store in task.stores.values_mut() {
+                        task_store.apply_pending()?;
+                    }
+                }
+            }
         }
+        let checkpoint_now = closing
+            || self.guarantee == ProcessingGuarantee::AtLeastOnce
+            || self.last_checkpoint.elapsed() >= EXACTLY_ONCE_CHECKPOINT_INTERVAL;
+        if checkpoint_now {
+            self.write_checkpoints()?;
+        }
+        self.uncommitted = false;
+        self.metrics
+            .process_seconds
+            .inc_by(self.process_time.as_secs_f64());
+        self.process_time = Duration::ZERO;
+        self.metrics.record_commit(began.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn offsets_to_commit(&self) -> Result<TopicPartitionList, StreamsError> {
         let mut offsets = TopicPartitionList::new();
         for task in self.tasks.values() {
             for (topic, next) in &task.next_offsets {
@@ -447,13 +532,15 @@ impl TaskManager {
                     .map_err(|error| StreamsError::kafka("building the commit", error))?;
             }
         }
-        if offsets.count() > 0 {
-            consumer
-                .commit(&offsets, CommitMode::Sync)
-                .map_err(|error| StreamsError::kafka("committing input offsets", error))?;
-        }
+        Ok(offsets)
+    }
+
+    /// Flushes every store and records how far into its changelog it goes.
+    fn write_checkpoints(&mut self) -> Result<(), StreamsError> {
+        self.last_checkpoint = Instant::now();
         for task in self.tasks.values_mut() {
-            for (name, store) in &task.stores {
+            for (name, task_store) in &task.stores {
+                let store = &task_store.store;
                 let changelog = changelog_topic(&self.application_id, name);
                 let Some(last) = self
                     .sink
@@ -473,22 +560,24 @@ impl TaskManager {
                     .set(i64::try_from(store.approximate_size_bytes()).unwrap_or(i64::MAX));
             }
         }
-        self.uncommitted = false;
-        self.metrics
-            .process_seconds
-            .inc_by(self.process_time.as_secs_f64());
-        self.process_time = Duration::ZERO;
-        self.metrics.record_commit(began.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Exactly-once: registers the transactional producer with the broker, fencing (and
+    /// aborting the open transaction of) an earlier incarnation of this instance.
+    pub(crate) fn init_transactions(&self) -> Result<(), StreamsError> {
+        if self.guarantee == ProcessingGuarantee::ExactlyOnce {
+            self.sink
+                .producer
+                .init_transactions(FLUSH_TIMEOUT)
+                .map_err(|error| StreamsError::kafka("initializing transactions", error))?;
+        }
         Ok(())
     }
 
     /// Removes this instance from the membership topic and waits for that to be written.
     pub(crate) fn leave(&self) -> Result<(), StreamsError> {
-        self.membership.leave(&self.sink)?;
-        self.sink
-            .producer
-            .flush(FLUSH_TIMEOUT)
-            .map_err(|error| StreamsError::kafka("flushing the producer", error))
+        self.membership.leave()
     }
 
     /// Commits and closes every task (partitions revoked or the application stopping).
@@ -499,14 +588,14 @@ impl TaskManager {
         if self.tasks.is_empty() {
             return Ok(());
         }
-        self.commit(consumer)?;
+        self.commit(consumer, true)?;
         let closed: Vec<i32> = self.tasks.keys().copied().collect();
         self.open_stores
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.tasks.clear();
-        self.membership.publish(&self.sink, &[])?;
+        self.membership.publish(&[])?;
         tracing::info!(partitions = ?closed, "tasks closed");
         Ok(())
     }

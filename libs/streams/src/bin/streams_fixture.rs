@@ -1,6 +1,8 @@
-//! A small streams component for tests: for each key of the input topic it keeps the set of
-//! distinct values seen (a store, changelogged) and emits how many there are. Reprocessing a
-//! record changes nothing, so after a crash the output shows exactly whether anything was lost.
+//! A small streams component for tests. With `--aggregate distinct` (the default) it keeps, for
+//! each key of the input topic, the set of distinct values seen and emits how many there are:
+//! reprocessing a record changes nothing, so after a crash the output shows exactly whether
+//! anything was lost. With `--aggregate count` it counts records per key: reprocessing shows
+//! as a count too high, so it checks exactly-once.
 
 use std::process::ExitCode;
 
@@ -36,6 +38,22 @@ struct Config {
     input_topic: String,
     #[arg(long, env = "EDDY_OUTPUT_TOPIC")]
     output_topic: String,
+    /// What to compute per key.
+    #[arg(
+        long,
+        env = "EDDY_FIXTURE_AGGREGATE",
+        value_enum,
+        default_value = "distinct"
+    )]
+    aggregate: Aggregate,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Aggregate {
+    /// How many distinct values the key has had.
+    Distinct,
+    /// How many records the key has had.
+    Count,
 }
 
 fn main() -> ExitCode {
@@ -52,11 +70,21 @@ async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     let input = topology.input(&config.input_topic, StringSerde, JsonSerde::<u64>::new());
     let seen = topology.store("seen", StringSerde, JsonSerde::<Vec<u64>>::new());
     let output = topology.output(&config.output_topic, StringSerde, JsonSerde::<usize>::new());
-    topology.processor(move |_partition| DistinctValues {
-        input: input.clone(),
-        seen: seen.clone(),
-        output: output.clone(),
-    });
+    match config.aggregate {
+        Aggregate::Distinct => topology.processor(move |_partition| DistinctValues {
+            input: input.clone(),
+            seen: seen.clone(),
+            output: output.clone(),
+        }),
+        Aggregate::Count => {
+            let counts = topology.store("counts", StringSerde, JsonSerde::<usize>::new());
+            topology.processor(move |_partition| RecordCount {
+                input: input.clone(),
+                counts: counts.clone(),
+                output: output.clone(),
+            });
+        }
+    }
     let streams_config = config
         .streams
         .config(config.kafka.clone())
@@ -90,5 +118,24 @@ impl Processor for DistinctValues {
             context.put(&self.seen, &key, &values)?;
         }
         context.emit(&self.output, &key, Some(&values.len()))
+    }
+}
+
+struct RecordCount {
+    input: InputTopic<String, u64>,
+    counts: StoreDefinition<String, usize>,
+    output: OutputTopic<String, usize>,
+}
+
+impl Processor for RecordCount {
+    fn process(
+        &mut self,
+        record: &InputRecord<'_>,
+        context: &mut ProcessorContext<'_>,
+    ) -> Result<(), ProcessorError> {
+        let (key, _) = self.input.decode(record)?;
+        let count = context.get(&self.counts, &key)?.unwrap_or(0) + 1;
+        context.put(&self.counts, &key, &count)?;
+        context.emit(&self.output, &key, Some(&count))
     }
 }
