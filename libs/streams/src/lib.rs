@@ -11,6 +11,7 @@
 
 pub mod app;
 mod delivery;
+pub mod dsl;
 pub mod error;
 mod membership;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub mod topology;
 pub use app::{
     AppState, ErrorPolicy, ProcessingGuarantee, StreamsApp, StreamsConfig, dead_letter_topic,
 };
+pub use dsl::{KGroupedStream, KStream, KTable, StreamsBuilder};
 pub use error::StreamsError;
 pub use metrics::StreamsMetrics;
 pub use processor::{Processor, ProcessorContext, ProcessorError};

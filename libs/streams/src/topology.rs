@@ -208,7 +208,9 @@ impl Topology {
         value_serde: impl Serde<V>,
     ) -> InputTopic<K, V> {
         let name = name.into();
-        self.inputs.push(name.clone());
+        if !self.inputs.contains(&name) {
+            self.inputs.push(name.clone());
+        }
         InputTopic {
             name,
             key_serde: Arc::new(key_serde),
