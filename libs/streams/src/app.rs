@@ -85,6 +85,9 @@ pub struct StreamsConfig {
     /// routing (none: this instance is not a query target).
     pub advertised_address: Option<String>,
     pub guarantee: ProcessingGuarantee,
+    /// How long local state of a partition this instance no longer owns is kept (it may come
+    /// back after a short rebalance) before it is deleted.
+    pub state_cleanup_delay: Duration,
 }
 
 /// How processing results and input offsets are committed together.
@@ -121,6 +124,7 @@ impl StreamsConfig {
             metrics_registry: None,
             advertised_address: None,
             guarantee: ProcessingGuarantee::AtLeastOnce,
+            state_cleanup_delay: Duration::from_secs(600),
         }
     }
 
@@ -296,6 +300,7 @@ impl StreamsApp {
             },
             open_stores: open_stores.clone(),
             guarantee: config.guarantee,
+            state_cleanup_delay: config.state_cleanup_delay,
         })));
         let mut consumer_config = config
             .kafka
@@ -446,6 +451,7 @@ fn process_until_stopped(
         }
         if last_commit.elapsed() >= commit_interval {
             manager.commit(consumer, false)?;
+            manager.clean_up_released_state();
             last_commit = Instant::now();
         }
     }

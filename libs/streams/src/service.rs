@@ -58,6 +58,10 @@ pub struct StreamsArgs {
         default_value = "at-least-once"
     )]
     pub guarantee: ProcessingGuarantee,
+
+    /// How long state of partitions no longer owned is kept before it is deleted.
+    #[arg(long, env = "EDDY_STATE_CLEANUP_DELAY", default_value = "10m", value_parser = parse_duration)]
+    pub state_cleanup_delay: Duration,
 }
 
 impl StreamsArgs {
@@ -75,6 +79,7 @@ impl StreamsArgs {
             metrics_registry: None,
             advertised_address: self.advertised_address.clone(),
             guarantee: self.guarantee,
+            state_cleanup_delay: self.state_cleanup_delay,
         }
     }
 }

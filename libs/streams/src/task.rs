@@ -113,6 +113,9 @@ pub(crate) struct TaskManager {
     membership: MembershipPublisher,
     open_stores: OpenStores,
     guarantee: ProcessingGuarantee,
+    state_cleanup_delay: Duration,
+    /// Partitions whose local state this instance no longer uses, and since when.
+    released: HashMap<i32, Instant>,
     /// Exactly-once: a transaction is open (records were sent since the last commit).
     in_transaction: bool,
     last_checkpoint: Instant,
@@ -135,6 +138,7 @@ pub(crate) struct TaskManagerParts {
     pub(crate) membership: MembershipPublisher,
     pub(crate) open_stores: OpenStores,
     pub(crate) guarantee: ProcessingGuarantee,
+    pub(crate) state_cleanup_delay: Duration,
 }
 
 impl TaskManager {
@@ -158,6 +162,8 @@ impl TaskManager {
             membership: parts.membership,
             open_stores: parts.open_stores,
             guarantee: parts.guarantee,
+            state_cleanup_delay: parts.state_cleanup_delay,
+            released: HashMap::new(),
             in_transaction: false,
             last_checkpoint: Instant::now(),
             fatal: None,
@@ -201,6 +207,7 @@ impl TaskManager {
             self.tasks.insert(partition, task);
         }
         let owned: Vec<i32> = self.tasks.keys().copied().collect();
+        self.track_unowned_state();
         self.membership.publish(&owned)?;
         tracing::info!(partitions = ?self.tasks.keys().collect::<Vec<_>>(), "tasks running");
         self.set_state(AppState::Running);
@@ -563,6 +570,56 @@ impl TaskManager {
         Ok(())
     }
 
+    /// Notes local state of partitions this instance does not own (left by an earlier
+    /// assignment or an earlier run) so it can be deleted after the cleanup delay.
+    fn track_unowned_state(&mut self) {
+        for partition in self.tasks.keys() {
+            self.released.remove(partition);
+        }
+        let Ok(entries) = std::fs::read_dir(&self.partitions_dir) else {
+            return;
+        };
+        let now = Instant::now();
+        for entry in entries.flatten() {
+            let Some(partition) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !self.tasks.contains_key(&partition) {
+                self.released.entry(partition).or_insert(now);
+            }
+        }
+    }
+
+    /// Deletes the local state of partitions released longer ago than the cleanup delay (kept
+    /// until then in case they come back after a short rebalance).
+    pub(crate) fn clean_up_released_state(&mut self) {
+        let expired: Vec<i32> = self
+            .released
+            .iter()
+            .filter(|(partition, since)| {
+                !self.tasks.contains_key(partition) && since.elapsed() >= self.state_cleanup_delay
+            })
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in expired {
+            self.released.remove(&partition);
+            let dir = self.partitions_dir.join(partition.to_string());
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(partition, dir = %dir.display(), "deleted state of a partition no longer owned")
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, dir = %dir.display(), "could not delete unowned state")
+                }
+            }
+        }
+    }
+
     /// Exactly-once: registers the transactional producer with the broker, fencing (and
     /// aborting the open transaction of) an earlier incarnation of this instance.
     pub(crate) fn init_transactions(&self) -> Result<(), StreamsError> {
@@ -590,6 +647,10 @@ impl TaskManager {
         }
         self.commit(consumer, true)?;
         let closed: Vec<i32> = self.tasks.keys().copied().collect();
+        let now = Instant::now();
+        for partition in &closed {
+            self.released.insert(*partition, now);
+        }
         self.open_stores
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -172,3 +172,35 @@ async fn inputs_with_different_partition_counts_are_refused() {
     assert!(message.contains(&format!("{three} has 3")), "{message}");
     assert!(message.contains(&format!("{two} has 2")), "{message}");
 }
+
+#[tokio::test]
+async fn state_of_partitions_not_owned_is_deleted_after_the_cleanup_delay() {
+    let namespace = TestNamespace::new("streams-state-cleanup");
+    let input = namespace.create_topic("numbers", TopicSpec::new(2)).await;
+    let output = namespace.create_topic("sums", TopicSpec::new(2)).await;
+    let application_id = namespace.group("summer");
+    let state_dir = namespace.state_dir("state");
+    // Left over from an earlier assignment: partition 7 is not ours (the topic has 2).
+    let stale = state_dir.join(&application_id).join("7").join("sums");
+    std::fs::create_dir_all(&stale).expect("stale state dir");
+
+    let mut config = StreamsConfig::new(namespace.kafka(), &state_dir);
+    config.commit_interval = Duration::from_millis(100);
+    config.state_cleanup_delay = Duration::from_millis(500);
+    let app = StreamsApp::start(config, topology(&application_id, &input, &output))
+        .await
+        .expect("start");
+    assert_eq!(
+        app.wait_for_state(AppState::Running, DEADLINE).await,
+        AppState::Running
+    );
+    let owned = state_dir.join(&application_id).join("0");
+    eddy_testkit::poll_until(
+        "the unowned partition's state to be deleted",
+        DEADLINE,
+        || std::future::ready((!stale.exists()).then_some(())),
+    )
+    .await;
+    assert!(owned.exists(), "owned state must stay");
+    app.stop().await.expect("clean stop");
+}
