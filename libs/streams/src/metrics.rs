@@ -162,6 +162,17 @@ impl StreamsMetrics {
         total
     }
 
+    /// Time spent restoring stores so far, all partitions together, in seconds.
+    pub fn restore_seconds(&self) -> f64 {
+        let mut total = 0.0;
+        for family in prometheus::core::Collector::collect(&self.restore_duration) {
+            for metric in family.get_metric() {
+                total += metric.get_histogram().get_sample_sum();
+            }
+        }
+        total
+    }
+
     /// Records sent to the dead-letter topic so far.
     pub fn dead_lettered_records(&self) -> u64 {
         self.dead_lettered.get()
