@@ -215,6 +215,36 @@ impl Queries {
         Ok(entries)
     }
 
+    /// True if this request was forwarded by another instance (answer from local state only).
+    pub fn is_forwarded(headers: &axum::http::HeaderMap) -> bool {
+        headers.contains_key(FORWARDED_HEADER)
+    }
+
+    /// Every instance's address, checking that together they own all partitions (otherwise a
+    /// rebalance is under way and a merged list would miss data).
+    pub fn fan_out_targets(&self) -> Result<Vec<String>, QueryError> {
+        let members = read(&self.members);
+        for partition in 0..self.partitions {
+            if !members
+                .values()
+                .any(|member| member.partitions.contains(&partition))
+            {
+                return Err(QueryError::NoOwner {
+                    store: "every".to_owned(),
+                    partition,
+                });
+            }
+        }
+        let mut addresses: Vec<String> = members
+            .values()
+            .filter(|member| !member.partitions.is_empty())
+            .map(|member| member.address.clone())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        Ok(addresses)
+    }
+
     fn local_partitions(&self, store: &str) -> Vec<Arc<PartitionStore>> {
         read(&self.stores)
             .iter()
@@ -238,6 +268,53 @@ impl Queries {
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Asks every instance for its local part of a list: `GET http://<address><path>` marked as
+/// forwarded, so each answers from its own partitions. Returns the JSON bodies, one per
+/// instance, for the caller to merge; fails (503) if a rebalance leaves partitions unowned or an
+/// instance does not answer, because a partial list would be wrong.
+pub async fn fan_out(
+    client: &reqwest::Client,
+    queries: &Queries,
+    path: &str,
+) -> Result<Vec<serde_json::Value>, Response> {
+    let targets = queries
+        .fan_out_targets()
+        .map_err(IntoResponse::into_response)?;
+    let mut answers = Vec::with_capacity(targets.len());
+    for address in targets {
+        let answer = client
+            .get(format!("http://{address}{path}"))
+            .header(FORWARDED_HEADER, queries.instance_id())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let body = match answer {
+            Ok(answer) => answer.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        let Some(body) = body else {
+            return Err(owner_unavailable(&address));
+        };
+        answers.push(body);
+    }
+    Ok(answers)
+}
+
+fn owner_unavailable(address: &str) -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "message": format!("the instance at {address} did not answer"),
+            "code": "owner_unavailable",
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Sends `request` on to the instance at `address` and returns its answer. A request that was
@@ -294,18 +371,7 @@ pub async fn forward(
         }
         Err(error) => {
             tracing::warn!(error = %error, address, "forwarding a query failed");
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(serde_json::json!({
-                    "message": format!("the owning instance at {address} did not answer"),
-                    "code": "owner_unavailable",
-                })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+            owner_unavailable(address)
         }
     }
 }

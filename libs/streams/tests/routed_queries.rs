@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use eddy_streams::query::forward;
+use eddy_streams::query::{fan_out, forward};
 use eddy_streams::{
     AppState, InputRecord, InputTopic, JsonSerde, KeyOwner, Processor, ProcessorContext,
     ProcessorError, Queries, StoreDefinition, StreamsApp, StreamsConfig, StringSerde, Topology,
@@ -68,6 +68,31 @@ async fn count(
     }
 }
 
+/// The whole table: a forwarded request answers from local partitions, any other fans out to
+/// every instance and merges.
+async fn all_counts(State(api): State<Arc<QueryApi>>, headers: axum::http::HeaderMap) -> Response {
+    if Queries::is_forwarded(&headers) {
+        return match api.queries.local_prefix(&api.counts, b"", usize::MAX) {
+            Ok(entries) => {
+                axum::Json(entries.into_iter().collect::<BTreeMap<String, u64>>()).into_response()
+            }
+            Err(error) => error.into_response(),
+        };
+    }
+    match fan_out(&api.client, &api.queries, "/counts").await {
+        Ok(parts) => {
+            let mut merged = serde_json::Map::new();
+            for part in parts {
+                if let serde_json::Value::Object(entries) = part {
+                    merged.extend(entries);
+                }
+            }
+            axum::Json(serde_json::Value::Object(merged)).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
 struct Instance {
     app: StreamsApp,
     address: String,
@@ -100,6 +125,7 @@ async fn start_instance(namespace: &TestNamespace, input: &str, instance_id: &st
         client: reqwest::Client::new(),
     });
     let router = Router::new()
+        .route("/counts", get(all_counts))
         .route("/counts/{key}", get(count))
         .with_state(api);
     let server = tokio::spawn(async move {
@@ -198,6 +224,19 @@ async fn two_instances_answer_every_key_identically_through_joins_and_leaves() {
         BTreeSet::from([&"instance-a".to_owned(), &"instance-b".to_owned()]),
         "both instances own keys"
     );
+
+    // The whole table, fanned out from either instance, has every key once with its count.
+    for instance in [&first, &second] {
+        let all: BTreeMap<String, u64> =
+            reqwest::get(format!("http://{}/counts", instance.address))
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+        assert_eq!(all.len(), KEYS, "{all:?}");
+        assert!(all.values().all(|count| *count == PER_KEY), "{all:?}");
+    }
 
     // One leaves: the other takes every partition over (restoring them) and answers alone.
     second.server.abort();
