@@ -263,12 +263,16 @@ impl StreamsApp {
                 changelogs.iter().cloned().collect::<HashSet<_>>(),
             ))
             .map_err(|error| StreamsError::kafka("creating the producer", error))?;
-        let restore_consumer: BaseConsumer = config
-            .kafka
-            .consumer_config(
-                &format!("{application_id}-restore"),
-                &format!("{application_id}-restore"),
-            )
+        let mut restore_config = config.kafka.consumer_config(
+            &format!("{application_id}-restore"),
+            &format!("{application_id}-restore"),
+        );
+        // Restores read whole changelog partitions: fetch big.
+        restore_config
+            .set("fetch.max.bytes", "104857600")
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("queued.max.messages.kbytes", "262144");
+        let restore_consumer: BaseConsumer = restore_config
             .create()
             .map_err(|error| StreamsError::kafka("creating the restore consumer", error))?;
         let tasks = Arc::new(Mutex::new(TaskManager::new(TaskManagerParts {
@@ -309,6 +313,10 @@ impl StreamsApp {
         // member: the co-partitioning that joins and shared stores rely on.
         consumer_config.set("partition.assignment.strategy", "range");
         consumer_config.set("statistics.interval.ms", "5000");
+        // Larger fetches: an application reads its inputs in bulk, most of all when catching up.
+        consumer_config
+            .set("fetch.max.bytes", "104857600")
+            .set("max.partition.fetch.bytes", "4194304");
         if config.static_membership {
             let instance_id = config
                 .instance_id

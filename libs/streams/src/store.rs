@@ -134,6 +134,13 @@ impl PartitionStore {
             .map_err(|source| self.error(source))
     }
 
+    /// Writes a batch built by the caller (restores build it straight from fetched records).
+    pub fn write_batch(&self, batch: WriteBatch) -> Result<(), StreamsError> {
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|source| self.error(source))
+    }
+
     /// Key-value pairs with `from <= key < to` (`to = None`: to the end), in key order, at most
     /// `limit` of them.
     pub fn range(

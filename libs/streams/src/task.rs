@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
+use rocksdb::WriteBatch;
 
 use crate::StreamsError;
 use crate::app::{AppState, ErrorPolicy, ProcessingGuarantee, StateCell, dead_letter_topic};
@@ -19,7 +20,7 @@ use crate::membership::MembershipPublisher;
 use crate::metrics::StreamsMetrics;
 use crate::processor::{Processor, ProcessorContext, ProcessorError, RecordSink, TaskStore};
 use crate::query::OpenStores;
-use crate::store::{KeyValue, PartitionStore};
+use crate::store::PartitionStore;
 use crate::topology::{InputRecord, ProcessorFactory, changelog_topic};
 
 const RESTORE_BATCH: usize = 10_000;
@@ -287,7 +288,7 @@ impl TaskManager {
             .restore_remaining
             .with_label_values(&[store.name(), &partition.to_string()]);
         remaining.set(end - start);
-        let mut batch: Vec<KeyValue> = Vec::with_capacity(RESTORE_BATCH);
+        let mut batch = WriteBatch::default();
         let mut restored = 0_u64;
         let mut last_progress = Instant::now();
         loop {
@@ -295,13 +296,15 @@ impl TaskManager {
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
                     if let Some(key) = message.key() {
-                        batch.push((key.to_vec(), message.payload().map(<[u8]>::to_vec)));
+                        match message.payload() {
+                            Some(value) => batch.put(key, value),
+                            None => batch.delete(key),
+                        }
                     }
                     let done = message.offset() + 1 >= end;
                     if batch.len() >= RESTORE_BATCH || done {
-                        store.apply_batch(&batch)?;
                         restored += batch.len() as u64;
-                        batch.clear();
+                        store.write_batch(std::mem::take(&mut batch))?;
                         remaining.set(end - message.offset() - 1);
                     }
                     if done {
@@ -322,8 +325,8 @@ impl TaskManager {
                             .and_then(|element| element.offset().to_raw())
                     });
                     if position.is_some_and(|position| position >= end) {
-                        store.apply_batch(&batch)?;
                         restored += batch.len() as u64;
+                        store.write_batch(std::mem::take(&mut batch))?;
                         break;
                     }
                     if last_progress.elapsed() > RESTORE_STALL_TIMEOUT {
