@@ -375,3 +375,40 @@ pub async fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restoring_answers_503_with_retry_after_never_500() {
+        let response = QueryError::NotReady {
+            store: "counts".to_owned(),
+            state: AppState::Restoring,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        for error in [
+            QueryError::NotReady {
+                store: "counts".to_owned(),
+                state: AppState::Rebalancing,
+            },
+            QueryError::NoOwner {
+                store: "counts".to_owned(),
+                partition: 2,
+            },
+            QueryError::NotLocal {
+                store: "counts".to_owned(),
+                partition: 2,
+            },
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+    }
+}
