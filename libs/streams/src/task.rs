@@ -392,25 +392,16 @@ impl TaskManager {
         }
         let began = Instant::now();
         let mut attempt = 0;
-        loop {
+        // `Some(reason)` when the record ends in the dead-letter topic.
+        let dead_letter_reason = loop {
             let mut context = ProcessorContext {
                 partition,
                 stores: &mut task.stores,
                 sink: &self.sink,
             };
             match task.processor.process(&record, &mut context) {
-                Ok(()) => break,
-                Err(ProcessorError::BadRecord(reason)) => {
-                    dead_letter(
-                        &self.sink,
-                        &self.dead_letter_topic,
-                        &record,
-                        &reason,
-                        attempt + 1,
-                    )?;
-                    self.metrics.record_dead_letter();
-                    break;
-                }
+                Ok(()) => break None,
+                Err(ProcessorError::BadRecord(reason)) => break Some(reason),
                 Err(ProcessorError::Failed(reason)) if attempt < self.max_retries => {
                     let backoff = RETRY_BACKOFF * 2_u32.saturating_pow(attempt);
                     tracing::warn!(
@@ -426,17 +417,7 @@ impl TaskManager {
                     attempt += 1;
                 }
                 Err(ProcessorError::Failed(reason)) => match self.error_policy {
-                    ErrorPolicy::DeadLetter => {
-                        dead_letter(
-                            &self.sink,
-                            &self.dead_letter_topic,
-                            &record,
-                            &reason,
-                            attempt + 1,
-                        )?;
-                        self.metrics.record_dead_letter();
-                        break;
-                    }
+                    ErrorPolicy::DeadLetter => break Some(reason),
                     ErrorPolicy::Fail => {
                         return Err(StreamsError::Processor {
                             topic: record.topic.to_owned(),
@@ -447,6 +428,16 @@ impl TaskManager {
                     }
                 },
             }
+        };
+        if let Some(reason) = dead_letter_reason {
+            dead_letter(
+                &self.sink,
+                &self.dead_letter_topic,
+                &record,
+                &reason,
+                attempt + 1,
+            )?;
+            self.metrics.record_dead_letter();
         }
         task.next_offsets
             .insert(record.topic.to_owned(), record.offset + 1);

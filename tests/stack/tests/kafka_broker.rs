@@ -1,11 +1,13 @@
 //! Proof that the local stack is a real Apache Kafka broker: topic configs through the admin
-//! API, the idempotent producer and Java-compatible partitioning, consumer-group offsets that
+//! API, the idempotent producer and Java-compatible partitioning (eddy-streams' murmur2, itself
+//! checked against kafka-clients' values), consumer-group offsets that
 //! survive a consumer restart, and transactions whose aborted records stay invisible.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use eddy_streams::partitioner::partition_for_key;
 use eddy_testkit::records::{assign_from_beginning, collect_until, produce_with};
 use eddy_testkit::{TestNamespace, TopicSpec};
 use rdkafka::ClientConfig;
@@ -79,47 +81,6 @@ impl ProducerContext for StatisticsProbe {
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
-/// Kafka's own `Utils.murmur2` and `toPositive(hash) % partitions`, as the Java producer's
-/// default partitioner computes it for keyed records.
-fn java_partition(key: &[u8], partitions: u32) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    let mut hash = SEED ^ u32::try_from(key.len()).expect("short key");
-    let mut chunks = key.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        hash = hash.wrapping_mul(M);
-        hash ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        hash ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        hash ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        hash ^= u32::from(rest[0]);
-        hash = hash.wrapping_mul(M);
-    }
-    hash ^= hash >> 13;
-    hash = hash.wrapping_mul(M);
-    hash ^= hash >> 15;
-    i32::try_from((hash & 0x7fff_ffff) % partitions).expect("partition fits i32")
-}
-
-#[test]
-fn java_partition_matches_kafka_utils_murmur2() {
-    // Values printed by org.apache.kafka.common.utils.Utils (kafka-clients 4.3.1).
-    assert_eq!(java_partition(b"21", 7), 3);
-    assert_eq!(java_partition(b"a-little-bit-long-string", 7), 1);
-    assert_eq!(java_partition(b"conversation-42", 7), 5);
-    assert_eq!(java_partition(b"abc", 7), 4);
-}
-
 #[tokio::test]
 async fn idempotent_producer_gets_a_producer_id_and_partitions_keys_like_java() {
     let namespace = TestNamespace::new("idempotent-producer");
@@ -170,7 +131,7 @@ async fn idempotent_producer_gets_a_producer_id_and_partitions_keys_like_java() 
     for record in &records {
         assert_eq!(
             record.partition,
-            java_partition(record.key.as_deref().expect("key"), 7),
+            partition_for_key(record.key.as_deref().expect("key"), 7),
             "key {} is not on the partition a Java producer would pick",
             record.key_text()
         );
