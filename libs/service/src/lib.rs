@@ -22,4 +22,4 @@ pub mod telemetry;
 
 pub use config::{ServiceArgs, parse_config_or_exit};
 pub use error::ServiceError;
-pub use run::{ComponentInfo, Runtime, run};
+pub use run::{ComponentConfig, ComponentInfo, Runtime, main, run};

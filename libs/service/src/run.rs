@@ -40,6 +40,35 @@ pub struct Runtime {
     pub admin_address: SocketAddr,
 }
 
+/// A component's configuration: clap flags with `EDDY_*` twins that include [`ServiceArgs`],
+/// plus the checks of settings that only make sense together.
+pub trait ComponentConfig: clap::Parser {
+    /// The shared settings (admin address, logging, shutdown grace).
+    fn service(&self) -> &ServiceArgs;
+
+    /// Checks run after parsing; an error exits 64 before anything starts.
+    fn validate(&self) -> Result<(), ServiceError> {
+        Ok(())
+    }
+}
+
+/// The whole `main` of a component: parse and check its configuration (exit 64 on bad
+/// configuration, before anything starts), then [`run`] it with `start`.
+pub fn main<C, F, Fut, E>(component: ComponentInfo, start: F) -> ExitCode
+where
+    C: ComponentConfig,
+    F: FnOnce(C, Runtime) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let config: C = crate::config::parse_config_or_exit();
+    if let Err(error) = config.validate() {
+        return crate::config::bad_config_exit(&error.to_string());
+    }
+    let service = config.service().clone();
+    run(component, &service, |runtime| start(config, runtime))
+}
+
 /// Runs a component to completion and returns the process exit code: 0 after a clean shutdown,
 /// 1 when start-up or a task failed or the grace period ran out, 64 for bad configuration.
 ///

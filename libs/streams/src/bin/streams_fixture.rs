@@ -7,9 +7,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use eddy_service::config::bad_config_exit;
 use eddy_service::kafka::KafkaArgs;
-use eddy_service::{ComponentInfo, Runtime, ServiceArgs, parse_config_or_exit, run};
+use eddy_service::{ComponentConfig, ComponentInfo, Runtime, ServiceArgs, ServiceError};
 use eddy_streams::service::{StreamsArgs, supervise};
 use eddy_streams::{
     InputRecord, InputTopic, JsonSerde, OutputTopic, Processor, ProcessorContext, ProcessorError,
@@ -56,13 +55,18 @@ enum Aggregate {
     Count,
 }
 
-fn main() -> ExitCode {
-    let config: Config = parse_config_or_exit();
-    if let Err(error) = config.kafka.validate() {
-        return bad_config_exit(&error.to_string());
+impl ComponentConfig for Config {
+    fn service(&self) -> &ServiceArgs {
+        &self.service
     }
-    let service = config.service.clone();
-    run(COMPONENT, &service, |runtime| start(config, runtime))
+
+    fn validate(&self) -> Result<(), ServiceError> {
+        self.kafka.validate()
+    }
+}
+
+fn main() -> ExitCode {
+    eddy_service::main(COMPONENT, start)
 }
 
 async fn start(config: Config, runtime: Runtime) -> Result<(), String> {

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use eddy_service::config::{bad_config_exit, parse_duration};
+use eddy_service::config::parse_duration;
 use eddy_service::kafka::{KafkaArgs, wait_for_kafka};
-use eddy_service::{ComponentInfo, Runtime, ServiceArgs, parse_config_or_exit, run};
+use eddy_service::{ComponentConfig, ComponentInfo, Runtime, ServiceArgs, ServiceError};
 
 const COMPONENT: ComponentInfo =
     ComponentInfo::new("eddy-lifecycle-fixture", env!("CARGO_PKG_VERSION"));
@@ -25,13 +25,18 @@ struct Config {
     drain_delay: Duration,
 }
 
-fn main() -> ExitCode {
-    let config: Config = parse_config_or_exit();
-    if let Err(error) = config.kafka.validate() {
-        return bad_config_exit(&error.to_string());
+impl ComponentConfig for Config {
+    fn service(&self) -> &ServiceArgs {
+        &self.service
     }
-    let service = config.service.clone();
-    run(COMPONENT, &service, |runtime| start(config, runtime))
+
+    fn validate(&self) -> Result<(), ServiceError> {
+        self.kafka.validate()
+    }
+}
+
+fn main() -> ExitCode {
+    eddy_service::main(COMPONENT, start)
 }
 
 async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
