@@ -109,8 +109,14 @@ pub fn describe_report(report: &ProvisionReport) -> String {
         report.topics, report.subjects
     );
     let _ = match (report.actions.len(), report.is_clean()) {
-        (0, true) => writeln!(text, "{checked}: everything matches the catalog, nothing changed"),
-        (changes, true) => writeln!(text, "{checked}: {changes} changes made, everything matches the catalog now"),
+        (0, true) => writeln!(
+            text,
+            "{checked}: everything matches the catalog, nothing changed"
+        ),
+        (changes, true) => writeln!(
+            text,
+            "{checked}: {changes} changes made, everything matches the catalog now"
+        ),
         (changes, false) => writeln!(
             text,
             "{checked}: {changes} changes made, {} drifted settings and {} failures remain",

@@ -32,8 +32,12 @@ pub fn frame(schema_id: u32, avro: &[u8]) -> Vec<u8> {
 /// The schema id and Avro payload of a framed value.
 pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), SerdeError> {
     match bytes {
-        [MAGIC_BYTE, a, b, c, d, payload @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), payload)),
-        [] => Err(SerdeError("empty value: not a Confluent-framed Avro record".to_owned())),
+        [MAGIC_BYTE, a, b, c, d, payload @ ..] => {
+            Ok((u32::from_be_bytes([*a, *b, *c, *d]), payload))
+        }
+        [] => Err(SerdeError(
+            "empty value: not a Confluent-framed Avro record".to_owned(),
+        )),
         [first, ..] if *first != MAGIC_BYTE => Err(SerdeError(format!(
             "first byte is {first:#04x}, not the magic byte 0: not a Confluent-framed Avro record"
         ))),
@@ -140,7 +144,12 @@ impl<T: Entity> AvroSerde<T> {
             return Ok(schema);
         }
         let schema = Arc::new(fetch_schema_blocking(self.registry.args(), id).map_err(
-            |error| SerdeError(format!("schema id {id} of subject {}: {error}", self.subject)),
+            |error| {
+                SerdeError(format!(
+                    "schema id {id} of subject {}: {error}",
+                    self.subject
+                ))
+            },
         )?);
         self.writers
             .write()
@@ -168,9 +177,7 @@ fn fetch_schema_blocking(
                         url: args.url.clone(),
                         message: format!("cannot start a runtime to fetch schema {id}: {error}"),
                     })?;
-                runtime.block_on(async {
-                    SchemaRegistry::new(&args)?.schema_by_id(id).await
-                })
+                runtime.block_on(async { SchemaRegistry::new(&args)?.schema_by_id(id).await })
             })
             .join()
     });
@@ -205,7 +212,12 @@ mod tests {
         assert_eq!(framed, [0, 1, 2, 3, 4, b'a', b'v', b'r', b'o']);
         assert_eq!(unframe(&framed), Ok((0x0102_0304, &b"avro"[..])));
         assert!(unframe(b"").unwrap_err().0.contains("empty"));
-        assert!(unframe(b"{\"json\":1}").unwrap_err().0.contains("magic byte"));
+        assert!(
+            unframe(b"{\"json\":1}")
+                .unwrap_err()
+                .0
+                .contains("magic byte")
+        );
         assert!(unframe(&[0, 0, 1]).unwrap_err().0.contains("too short"));
     }
 }

@@ -74,7 +74,10 @@ impl fmt::Display for Action {
                 subject,
                 schema,
                 id,
-            } => write!(formatter, "subject {subject}: registered {schema} (schema id {id})"),
+            } => write!(
+                formatter,
+                "subject {subject}: registered {schema} (schema id {id})"
+            ),
         }
     }
 }
@@ -105,7 +108,8 @@ impl fmt::Display for Drift {
                 " (not changed by provisioning: keys would move to other partitions; migrate to a new topic)",
             )
         } else {
-            formatter.write_str(" (not changed by provisioning: reassign replicas with Kafka's tools)")
+            formatter
+                .write_str(" (not changed by provisioning: reassign replicas with Kafka's tools)")
         }
     }
 }
@@ -177,7 +181,9 @@ pub async fn provision(
 }
 
 /// Partition count and replication factor of every topic in the cluster.
-async fn existing_topics(kafka: &KafkaArgs) -> Result<HashMap<String, ExistingTopic>, ProvisionError> {
+async fn existing_topics(
+    kafka: &KafkaArgs,
+) -> Result<HashMap<String, ExistingTopic>, ProvisionError> {
     let config = kafka.admin_config(CLIENT_ID);
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create()?;
@@ -288,9 +294,10 @@ async fn check_topic(
     let resource = match described.into_iter().next() {
         Some(Ok(resource)) => resource,
         Some(Err(code)) => {
-            report
-                .failures
-                .push(format!("topic {}: could not read its configs: {code}", topic.name));
+            report.failures.push(format!(
+                "topic {}: could not read its configs: {code}",
+                topic.name
+            ));
             return Ok(());
         }
         None => return Ok(()),

@@ -170,8 +170,12 @@ impl SchemaRegistry {
         loop {
             match self.request(reqwest::Method::GET, "/subjects").send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => tracing::warn!(status = %response.status(), url = %self.args.url, "waiting for the schema registry"),
-                Err(error) => tracing::warn!(error = %error, url = %self.args.url, "waiting for the schema registry"),
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), url = %self.args.url, "waiting for the schema registry")
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, url = %self.args.url, "waiting for the schema registry")
+                }
             }
             if tokio::time::Instant::now() + backoff > deadline {
                 return Err(RegistryError::Unreachable {

@@ -88,6 +88,8 @@ pub struct StreamsConfig {
     /// How long local state of a partition this instance no longer owns is kept (it may come
     /// back after a short rebalance) before it is deleted.
     pub state_cleanup_delay: Duration,
+    /// `<component>/<version>`: the `eddy-producer` envelope header of every record written.
+    pub component: String,
 }
 
 /// How processing results and input offsets are committed together.
@@ -125,7 +127,16 @@ impl StreamsConfig {
             advertised_address: None,
             guarantee: ProcessingGuarantee::AtLeastOnce,
             state_cleanup_delay: Duration::from_secs(600),
+            component: format!("eddy-streams/{}", env!("CARGO_PKG_VERSION")),
         }
+    }
+
+    /// Ties the application to its component: its metrics registry (so `/metrics` shows
+    /// `eddy_streams_*`) and its name and version (the `eddy-producer` envelope header).
+    pub fn for_component(mut self, runtime: &eddy_service::Runtime) -> Self {
+        self.metrics_registry = Some(runtime.metrics.registry().clone());
+        self.component = eddy_service::envelope::producer_name(&runtime.component);
+        self
     }
 
     /// Registers the application's metrics in `registry` (the component's).
@@ -284,6 +295,7 @@ impl StreamsApp {
             sink: RecordSink {
                 application_id: application_id.clone(),
                 producer,
+                writer: config.component.clone(),
             },
             restore_consumer,
             metrics: metrics.clone(),

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use eddy_service::envelope::Envelope;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use crate::StreamsError;
@@ -60,20 +61,11 @@ impl From<StreamsError> for ProcessorError {
 pub(crate) struct RecordSink {
     pub(crate) application_id: String,
     pub(crate) producer: ThreadedProducer<DeliveryTracker>,
+    /// `<component>/<version>`, the `eddy-producer` header of every record written.
+    pub(crate) writer: String,
 }
 
 impl RecordSink {
-    /// Sends a record; waits for room when the producer queue is full.
-    pub(crate) fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<(), StreamsError> {
-        self.send_with_headers(topic, partition, Some(key), value, None)
-    }
-
     /// Sends a record with optional key and headers; waits for room when the queue is full.
     pub(crate) fn send_with_headers(
         &self,
@@ -158,6 +150,10 @@ pub struct ProcessorContext<'a> {
     pub(crate) partition: i32,
     pub(crate) stores: &'a mut HashMap<String, TaskStore>,
     pub(crate) sink: &'a RecordSink,
+    pub(crate) input_headers: Option<&'a BorrowedHeaders>,
+    pub(crate) input_timestamp: Option<i64>,
+    /// The envelope of records derived from the input, made when the first one is written.
+    pub(crate) output_headers: Option<OwnedHeaders>,
 }
 
 impl std::fmt::Debug for ProcessorContext<'_> {
@@ -173,6 +169,25 @@ impl ProcessorContext<'_> {
     /// The partition this task processes.
     pub fn partition(&self) -> i32 {
         self.partition
+    }
+
+    /// The envelope of the record being processed (times and trace from its headers, or its
+    /// timestamp and a new trace when it came from outside Eddy).
+    pub fn input_envelope(&self) -> Envelope {
+        Envelope::from_headers(self.input_headers, self.input_timestamp)
+    }
+
+    /// Headers for every record written while processing this input: its envelope carried on
+    /// (same event and ingest time, same trace, a new span) with this component as producer.
+    fn output_headers(&mut self) -> OwnedHeaders {
+        match &self.output_headers {
+            Some(headers) => headers.clone(),
+            None => {
+                let headers = self.input_envelope().derive(&self.sink.writer).to_headers();
+                self.output_headers = Some(headers.clone());
+                headers
+            }
+        }
     }
 
     /// The value stored under `key`.
@@ -202,11 +217,13 @@ impl ProcessorContext<'_> {
         let key = store.key_serde.serialize(key)?;
         let value = store.value_serde.serialize(value)?;
         self.local_store(store.name())?.write(&key, Some(&value))?;
-        self.sink.send(
+        let headers = self.output_headers();
+        self.sink.send_with_headers(
             &changelog_topic(&self.sink.application_id, store.name()),
             Some(self.partition),
-            &key,
+            Some(&key),
             Some(&value),
+            Some(headers),
         )?;
         Ok(())
     }
@@ -219,11 +236,13 @@ impl ProcessorContext<'_> {
     ) -> Result<(), ProcessorError> {
         let key = store.key_serde.serialize(key)?;
         self.local_store(store.name())?.write(&key, None)?;
-        self.sink.send(
+        let headers = self.output_headers();
+        self.sink.send_with_headers(
             &changelog_topic(&self.sink.application_id, store.name()),
             Some(self.partition),
-            &key,
+            Some(&key),
             None,
+            Some(headers),
         )?;
         Ok(())
     }
@@ -240,8 +259,14 @@ impl ProcessorContext<'_> {
         let value = value
             .map(|value| output.value_serde.serialize(value))
             .transpose()?;
-        self.sink
-            .send(output.name(), None, &key, value.as_deref())?;
+        let headers = self.output_headers();
+        self.sink.send_with_headers(
+            output.name(),
+            None,
+            Some(&key),
+            value.as_deref(),
+            Some(headers),
+        )?;
         Ok(())
     }
 

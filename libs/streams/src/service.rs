@@ -65,8 +65,8 @@ pub struct StreamsArgs {
 }
 
 impl StreamsArgs {
-    /// The application's configuration; pass the component's registry with
-    /// [`StreamsConfig::with_metrics`] so `/metrics` shows `eddy_streams_*`.
+    /// The application's configuration; tie it to the component with
+    /// [`StreamsConfig::for_component`] (metrics registry and envelope producer name).
     pub fn config(&self, kafka: KafkaArgs) -> StreamsConfig {
         StreamsConfig {
             kafka,
@@ -80,6 +80,7 @@ impl StreamsArgs {
             advertised_address: self.advertised_address.clone(),
             guarantee: self.guarantee,
             state_cleanup_delay: self.state_cleanup_delay,
+            component: format!("eddy-streams/{}", env!("CARGO_PKG_VERSION")),
         }
     }
 }

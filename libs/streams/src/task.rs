@@ -382,6 +382,7 @@ impl TaskManager {
             timestamp: message.timestamp().to_millis(),
             key: message.key(),
             value: message.payload(),
+            headers: message.headers(),
         };
         if self.guarantee == ProcessingGuarantee::ExactlyOnce && !self.in_transaction {
             self.sink
@@ -398,6 +399,9 @@ impl TaskManager {
                 partition,
                 stores: &mut task.stores,
                 sink: &self.sink,
+                input_headers: record.headers,
+                input_timestamp: record.timestamp,
+                output_headers: None,
             };
             match task.processor.process(&record, &mut context) {
                 Ok(()) => break None,

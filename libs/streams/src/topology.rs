@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use rdkafka::message::BorrowedHeaders;
+
 use crate::processor::Processor;
 use crate::serde::{Serde, SerdeError};
 
 /// One record as read from an input topic.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct InputRecord<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -16,6 +18,26 @@ pub struct InputRecord<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The record's headers, among them its envelope (see [`eddy_service::envelope`]).
+    pub headers: Option<&'a BorrowedHeaders>,
+}
+
+impl std::fmt::Debug for InputRecord<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("InputRecord")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key)
+            .field("value", &self.value)
+            .field(
+                "headers",
+                &self.headers.map(rdkafka::message::Headers::count),
+            )
+            .finish()
+    }
 }
 
 /// Why an input record could not be decoded.

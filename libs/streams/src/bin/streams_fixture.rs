@@ -92,7 +92,7 @@ async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     let streams_config = config
         .streams
         .config(config.kafka.clone())
-        .with_metrics(runtime.metrics.registry().clone());
+        .for_component(&runtime);
     let app = StreamsApp::start(streams_config, topology)
         .await
         .map_err(|error| error.to_string())?;
