@@ -53,6 +53,17 @@ impl Envelope {
         }
     }
 
+    /// A record `producer` originates itself now (state of its own, not derived from input).
+    pub fn originated(producer: &str) -> Self {
+        let now = now_millis();
+        Envelope {
+            event_time: now,
+            ingest_time: now,
+            producer: producer.to_owned(),
+            trace: TraceContext::new_root(),
+        }
+    }
+
     /// The envelope of a record `producer` derives from this one.
     pub fn derive(&self, producer: &str) -> Self {
         Envelope {

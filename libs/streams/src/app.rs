@@ -306,6 +306,7 @@ impl StreamsApp {
                 topic: membership_topic.clone(),
                 instance_id: instance_id.clone(),
                 address: config.advertised_address.clone(),
+                writer: config.component.clone(),
                 producer: config
                     .kafka
                     .producer_config(&format!("{application_id}-membership"))

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eddy_service::kafka::KafkaArgs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::StreamsError;
 use crate::query::{InstanceInfo, Members};
+use eddy_service::envelope::{Envelope, now_millis};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 pub(crate) fn membership_topic(application_id: &str) -> String {
@@ -28,6 +29,8 @@ pub(crate) struct MembershipPublisher {
     /// No address: the instance serves no queries and is not advertised.
     pub(crate) address: Option<String>,
     pub(crate) producer: ThreadedProducer<DefaultProducerContext>,
+    /// `<component>/<version>` for the envelope headers.
+    pub(crate) writer: String,
 }
 
 impl MembershipPublisher {
@@ -39,7 +42,7 @@ impl MembershipPublisher {
             instance_id: self.instance_id.clone(),
             address: address.clone(),
             partitions: partitions.to_vec(),
-            updated_at_ms: now_ms(),
+            updated_at_ms: now_millis(),
         };
         let value = serde_json::to_vec(&info)
             .map_err(|error| StreamsError::Produce(format!("membership entry: {error}")))?;
@@ -60,7 +63,8 @@ impl MembershipPublisher {
     fn send(&self, value: Option<&[u8]>) -> Result<(), StreamsError> {
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
             .partition(0)
-            .key(self.instance_id.as_bytes());
+            .key(self.instance_id.as_bytes())
+            .headers(Envelope::originated(&self.writer).to_headers());
         if let Some(value) = value {
             record = record.payload(value);
         }
@@ -68,13 +72,6 @@ impl MembershipPublisher {
             .send(record)
             .map_err(|(error, _)| StreamsError::kafka("writing the membership entry", error))
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 /// Reads the membership topic from the beginning, and then as it changes, into `members`,

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use eddy_service::envelope::Envelope;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use rocksdb::WriteBatch;
@@ -54,7 +55,10 @@ fn dead_letter(
         dead_letter_topic,
         "record dead-lettered"
     );
-    let headers = OwnedHeaders::new()
+    // The record keeps its envelope (trace and times) so its journey can be followed.
+    let envelope = Envelope::from_headers(record.headers, record.timestamp).derive(&sink.writer);
+    let headers = envelope
+        .to_headers()
         .insert(Header {
             key: DLQ_ERROR_HEADER,
             value: Some(reason),

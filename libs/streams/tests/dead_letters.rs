@@ -114,6 +114,11 @@ async fn undecodable_and_failing_records_are_dead_lettered_and_processing_goes_o
         "1",
         "bad records are not retried"
     );
+    assert!(
+        header(poison, "traceparent").starts_with("00-"),
+        "dead letters carry an envelope: {poison:?}"
+    );
+    assert!(header(poison, "eddy-producer").starts_with("eddy-streams/"));
 
     let unlucky = &dead[1];
     assert_eq!(unlucky.key_text(), "c");
