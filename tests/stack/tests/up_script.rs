@@ -56,6 +56,10 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
     )
     .await;
     let output = up.output();
+    assert!(
+        output.contains("9 topics and 9 subjects checked"),
+        "scripts/up provisions the topic catalog:\n{output}"
+    );
     let bootstrap = printed_value(&output, "kafka bootstrap").expect("bootstrap printed");
     let registry = printed_value(&output, "schema registry").expect("registry URL printed");
     assert_ne!(
