@@ -30,6 +30,10 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per run; boxing buys nothing"
+)]
 enum TopicsCommand {
     /// Creates missing topics, sets BACKWARD compatibility and registers every value schema;
     /// reports topics whose settings differ from the catalog (drift) and exits 1 if any remain.
