@@ -113,7 +113,7 @@ async fn provisioning_creates_everything_declared_and_a_second_run_changes_nothi
         );
         assert!(
             registry
-                .lookup(&subject, &topic.value.registry_text())
+                .lookup(&subject, &topic.value.registry_text().expect("schema JSON"))
                 .await
                 .expect("lookup")
                 .is_some(),

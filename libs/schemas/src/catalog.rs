@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use clap::Args;
 
 use crate::entities::{
-    Channel, Entity, Message, Metadata, ReadReceipt, Source, Tag, WebhookDelivery, WebhookEvent,
-    WebhookSubscription,
+    Channel, Entity, Message, Metadata, ReadReceipt, SchemaError, Source, Tag, WebhookDelivery,
+    WebhookEvent, WebhookSubscription, compact_schema_json,
 };
 
 pub const MESSAGES: &str = "application.communication.messages";
@@ -112,9 +112,8 @@ impl ValueSchema {
     }
 
     /// The compact JSON form registered in the schema registry.
-    pub fn registry_text(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(self.avsc)
-            .map_or_else(|_| self.avsc.to_owned(), |json| json.to_string())
+    pub fn registry_text(&self) -> Result<String, SchemaError> {
+        compact_schema_json(self.name, self.avsc)
     }
 }
 

@@ -47,14 +47,7 @@ pub trait Entity: Serialize + for<'de> Deserialize<'de> {
 
     /// The schema as compact JSON, the form registered in the schema registry.
     fn registry_text() -> Result<String, SchemaError> {
-        serde_json::from_str::<serde_json::Value>(Self::SCHEMA)
-            .map(|json| json.to_string())
-            .map_err(|error| SchemaError::Parse {
-                name: Self::NAME,
-                source: Box::new(apache_avro::Error::new(
-                    apache_avro::error::Details::ParseSchemaJson(error),
-                )),
-            })
+        compact_schema_json(Self::NAME, Self::SCHEMA)
     }
 
     /// Avro binary of `self` (no framing; the Confluent wire format adds magic byte and id).
@@ -67,6 +60,18 @@ pub trait Entity: Serialize + for<'de> Deserialize<'de> {
         let schema = Self::schema()?;
         decode_with(&schema, &schema, bytes)
     }
+}
+
+/// The compact JSON form of the `.avsc` text `avsc` of schema `name`.
+pub(crate) fn compact_schema_json(name: &'static str, avsc: &str) -> Result<String, SchemaError> {
+    serde_json::from_str::<serde_json::Value>(avsc)
+        .map(|json| json.to_string())
+        .map_err(|error| SchemaError::Parse {
+            name,
+            source: Box::new(apache_avro::Error::new(
+                apache_avro::error::Details::ParseSchemaJson(error),
+            )),
+        })
 }
 
 /// Avro binary of `value` written with `schema`.

@@ -390,7 +390,10 @@ async fn provision_subject_steps(
             from: current,
         });
     }
-    let schema = topic.value.registry_text();
+    let schema = topic
+        .value
+        .registry_text()
+        .map_err(|error| format!("subject {subject}: {error}"))?;
     if registry
         .lookup(&subject, &schema)
         .await
