@@ -13,6 +13,7 @@
 //! changelog write) carries it on with [`Envelope::derive`]: same event and ingest time, same
 //! trace, a new span, and the deriving component as producer.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -212,22 +213,49 @@ impl fmt::Display for TraceContext {
     }
 }
 
+/// Random ids without a system call per id: a SplitMix64 generator per thread, seeded from the
+/// OS once. Span and trace ids need to be unique, not unpredictable, and envelopes are made
+/// for every record a topology writes.
 fn random_nonzero<const N: usize>() -> [u8; N] {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
     let mut bytes = [0u8; N];
     while bytes == [0u8; N] {
-        // Without an OS random source, a time-and-counter id still keeps traces apart.
-        if getrandom::fill(&mut bytes).is_err() {
-            let seed = now_millis().to_le_bytes();
-            for (index, byte) in bytes.iter_mut().enumerate() {
-                *byte = seed[index % seed.len()] ^ u8::try_from(index).unwrap_or(0);
-            }
+        for chunk in bytes.chunks_mut(8) {
+            let next = STATE.with(|state| {
+                let value = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+                state.set(value);
+                let mut mixed = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                mixed ^ (mixed >> 31)
+            });
+            chunk.copy_from_slice(&next.to_le_bytes()[..chunk.len()]);
         }
     }
     bytes
 }
 
+fn seed() -> u64 {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        // Without an OS random source: the clock and the process id still keep runs apart.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        return (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_le_bytes(seed)
+}
+
 fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {

@@ -217,13 +217,14 @@ impl ProcessorContext<'_> {
         let key = store.key_serde.serialize(key)?;
         let value = store.value_serde.serialize(value)?;
         self.local_store(store.name())?.write(&key, Some(&value))?;
-        let headers = self.output_headers();
         self.sink.send_with_headers(
             &changelog_topic(&self.sink.application_id, store.name()),
             Some(self.partition),
             Some(&key),
             Some(&value),
-            Some(headers),
+            // Changelogs replicate the store, nothing reads them as facts: no envelope,
+            // which keeps them small and restores fast.
+            None,
         )?;
         Ok(())
     }
@@ -236,13 +237,14 @@ impl ProcessorContext<'_> {
     ) -> Result<(), ProcessorError> {
         let key = store.key_serde.serialize(key)?;
         self.local_store(store.name())?.write(&key, None)?;
-        let headers = self.output_headers();
         self.sink.send_with_headers(
             &changelog_topic(&self.sink.application_id, store.name()),
             Some(self.partition),
             Some(&key),
             None,
-            Some(headers),
+            // Changelogs replicate the store, nothing reads them as facts: no envelope,
+            // which keeps them small and restores fast.
+            None,
         )?;
         Ok(())
     }
