@@ -175,7 +175,7 @@ impl Catalog {
                     MESSAGES,
                     COMPACTED,
                     ValueSchema::of::<Message>(),
-                    "messages, key: message id",
+                    "messages, key: message id, partitioned by conversation id",
                 ),
                 topic(
                     CHANNELS,
@@ -187,7 +187,7 @@ impl Catalog {
                     METADATA,
                     COMPACTED,
                     ValueSchema::of::<Metadata>(),
-                    "facts about conversations, messages, channels and contacts, key: id of (subject, key)",
+                    "facts about conversations, messages, channels and contacts, key: id of (subject, key), partitioned by conversation id (channel id for channel facts)",
                 ),
                 topic(
                     READ_RECEIPTS,

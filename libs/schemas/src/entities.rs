@@ -144,6 +144,8 @@ pub struct Message {
     /// Milliseconds since the Unix epoch.
     pub sent_at: i64,
     pub updated_at: Option<i64>,
+    /// The source's id of the conversation, which outbound messages are addressed to.
+    pub source_conversation_id: Option<String>,
 }
 entity!(Message, "dev.eddy.communication.Message", "message.avsc");
 
@@ -165,6 +167,10 @@ pub struct Channel {
     /// Where the access token is kept (e.g. `secret://<name>/<key>`), never the token.
     pub token_ref: Option<String>,
     pub connected_at: i64,
+    pub name: Option<String>,
+    pub image_url: Option<String>,
+    /// User data as JSON object text.
+    pub metadata: String,
 }
 entity!(Channel, "dev.eddy.communication.Channel", "channel.avsc");
 
@@ -344,6 +350,7 @@ mod tests {
             content: r#"{"text":"hello"}"#.into(),
             sent_at: 1_763_700_000_000,
             updated_at: Some(1_763_700_000_500),
+            source_conversation_id: None,
         });
         round_trip(Channel {
             id: "ch1".into(),
@@ -352,6 +359,9 @@ mod tests {
             connection_state: ConnectionState::Disconnected,
             token_ref: Some("secret://sms-tokens/ch1".into()),
             connected_at: 1,
+            name: None,
+            image_url: None,
+            metadata: "{}".to_owned(),
         });
         for value_type in [
             ValueType::Text,

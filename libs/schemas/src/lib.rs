@@ -5,6 +5,9 @@
 //!   [`AvroSerde`], the `eddy-streams` serde for typed topics;
 //! - [`registry`]: the schema registry client (Confluent-compatible API);
 //! - [`catalog`]: every topic with its settings, key type and value schema;
+//! - [`ids`]: deterministic ids, so re-ingestion is idempotent;
+//! - [`metadata`]: metadata subjects, reserved keys and JSON flattening;
+//! - [`writer`]: the producer of request handlers (framed values, envelopes, placement);
 //! - [`provision`]: makes a cluster and registry match the catalog (`eddy topics provision`).
 //!
 //! `docs/topics.md` explains the choices.
@@ -12,8 +15,11 @@
 pub mod catalog;
 pub mod codec;
 pub mod entities;
+pub mod ids;
+pub mod metadata;
 pub mod provision;
 pub mod registry;
+pub mod writer;
 
 pub use catalog::{Catalog, CatalogArgs, TopicDefinition};
 pub use codec::AvroSerde;

@@ -197,6 +197,7 @@ async fn write_one_of_every_entity(writer: &mut Writer<'_>) {
                 content: r#"{"text":"Grüße aus Köln 👋, see you at 10:30?"}"#.into(),
                 sent_at: 1_763_700_000_123,
                 updated_at: Some(1_763_700_002_999),
+                source_conversation_id: None,
             },
         )
         .await;
@@ -211,6 +212,9 @@ async fn write_one_of_every_entity(writer: &mut Writer<'_>) {
                 connection_state: ConnectionState::Connected,
                 token_ref: Some("secret://sms-tokens/chan-sms-1".into()),
                 connected_at: 1_700_000_000_001,
+                name: None,
+                image_url: None,
+                metadata: "{}".to_owned(),
             },
         )
         .await;

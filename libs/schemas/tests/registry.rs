@@ -112,6 +112,7 @@ struct MessageV2 {
     content: String,
     sent_at: i64,
     updated_at: Option<i64>,
+    source_conversation_id: Option<String>,
     priority: i32,
 }
 
@@ -150,6 +151,7 @@ fn message_v2(id: &str, delivery_state: DeliveryStateV2) -> MessageV2 {
         content: r#"{"text":"hi"}"#.to_owned(),
         sent_at: 1_763_700_000_000,
         updated_at: Some(1_763_700_000_001),
+        source_conversation_id: None,
         priority: 7,
     }
 }
@@ -219,6 +221,7 @@ async fn a_consumer_on_the_old_schema_reads_records_written_with_a_newer_compati
                 content: r#"{"text":"hi"}"#.into(),
                 sent_at: 1_763_700_000_000,
                 updated_at: Some(1_763_700_000_001),
+                source_conversation_id: None,
             }
         );
     }
@@ -238,6 +241,7 @@ async fn a_consumer_on_the_old_schema_reads_records_written_with_a_newer_compati
             content: "{}".into(),
             sent_at: 1,
             updated_at: None,
+            source_conversation_id: None,
         })
         .expect("v1 encoding");
     let (writer_id, payload) = unframe(&old_bytes).expect("framed");

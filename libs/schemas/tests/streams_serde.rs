@@ -30,6 +30,7 @@ fn message(id: &str, conversation: &str, from_contact: bool) -> Message {
         content: r#"{"text":"hi"}"#.to_owned(),
         sent_at: 1_763_700_000_000,
         updated_at: None,
+        source_conversation_id: None,
     }
 }
 

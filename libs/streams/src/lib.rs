@@ -13,6 +13,7 @@ pub mod app;
 mod delivery;
 pub mod dsl;
 pub mod error;
+pub mod global;
 mod membership;
 pub mod metrics;
 pub mod partitioner;
@@ -29,9 +30,10 @@ pub use app::{
 };
 pub use dsl::{KGroupedStream, KStream, KTable, StreamsBuilder};
 pub use error::StreamsError;
+pub use global::GlobalTable;
 pub use metrics::StreamsMetrics;
 pub use processor::{Processor, ProcessorContext, ProcessorError};
-pub use query::{InstanceInfo, KeyOwner, Queries, QueryError};
+pub use query::{InstanceInfo, KeyOwner, KeyRange, Queries, QueryError, ScanOrder};
 pub use serde::{BytesSerde, JsonSerde, Serde, SerdeError, StringSerde};
 pub use task::{
     DLQ_ATTEMPTS_HEADER, DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,

@@ -272,6 +272,31 @@ impl ProcessorContext<'_> {
         Ok(())
     }
 
+    /// Sends a record to an output topic on an explicit partition: for topics partitioned by
+    /// something other than their key (messages and metadata are partitioned by conversation
+    /// id, so a conversation's records meet in one task).
+    pub fn emit_to_partition<K: 'static, V: 'static>(
+        &mut self,
+        output: &OutputTopic<K, V>,
+        partition: i32,
+        key: &K,
+        value: Option<&V>,
+    ) -> Result<(), ProcessorError> {
+        let key = output.key_serde.serialize(key)?;
+        let value = value
+            .map(|value| output.value_serde.serialize(value))
+            .transpose()?;
+        let headers = self.output_headers();
+        self.sink.send_with_headers(
+            output.name(),
+            Some(partition),
+            Some(&key),
+            value.as_deref(),
+            Some(headers),
+        )?;
+        Ok(())
+    }
+
     fn local_store(&mut self, name: &str) -> Result<&mut TaskStore, StreamsError> {
         self.stores
             .get_mut(name)

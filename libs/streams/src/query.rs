@@ -98,6 +98,21 @@ impl IntoResponse for QueryError {
     }
 }
 
+/// Serialized keys `from <= key < to` (`to = None`: to the end) and the walk's direction.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRange<'a> {
+    pub from: &'a [u8],
+    pub to: Option<&'a [u8]>,
+    pub order: ScanOrder,
+}
+
+/// Which way a range is walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOrder {
+    Ascending,
+    Descending,
+}
+
 /// The stores open on this instance, by store name and partition.
 pub(crate) type OpenStores = Arc<RwLock<HashMap<(String, i32), Arc<PartitionStore>>>>;
 /// Everyone's advertised membership, by instance id.
@@ -133,6 +148,17 @@ impl Queries {
         Ok(partition_for_key(&store.encode_key(key)?, self.partitions))
     }
 
+    /// The partition of a record keyed (or partitioned) by `key_bytes`, as the Java-compatible
+    /// producer places it.
+    pub fn partition_for_bytes(&self, key_bytes: &[u8]) -> i32 {
+        partition_for_key(key_bytes, self.partitions)
+    }
+
+    /// How many partitions the application's inputs have.
+    pub fn partition_count(&self) -> i32 {
+        self.partitions
+    }
+
     /// Who answers for `key` of `store`.
     pub fn owner_of<K: 'static, V: 'static>(
         &self,
@@ -140,7 +166,14 @@ impl Queries {
         key: &K,
     ) -> Result<KeyOwner, QueryError> {
         let partition = self.partition_of(store, key)?;
-        if read(&self.stores).contains_key(&(store.name().to_owned(), partition)) {
+        self.owner_of_partition(store.name(), partition)
+    }
+
+    /// Who answers for `partition` of the store named `store`: for stores whose keys are not
+    /// the partitioning key (a conversation's messages are keyed by conversation, time and id,
+    /// and live on the conversation's partition).
+    pub fn owner_of_partition(&self, store: &str, partition: i32) -> Result<KeyOwner, QueryError> {
+        if read(&self.stores).contains_key(&(store.to_owned(), partition)) {
             return Ok(KeyOwner::Local);
         }
         read(&self.members)
@@ -153,7 +186,71 @@ impl Queries {
                 address: member.address.clone(),
             })
             .ok_or_else(|| QueryError::NoOwner {
-                store: store.name().to_owned(),
+                store: store.to_owned(),
+                partition,
+            })
+    }
+
+    /// The partitions of `store` open on this instance, in order.
+    pub fn local_partition_numbers<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+    ) -> Vec<i32> {
+        let mut partitions: Vec<i32> = read(&self.stores)
+            .keys()
+            .filter(|(name, _)| name == store.name())
+            .map(|(_, partition)| *partition)
+            .collect();
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// The value of `key` in partition `partition` of this instance's copy of `store`.
+    pub fn get_in_partition<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        partition: i32,
+        key: &K,
+    ) -> Result<Option<V>, QueryError> {
+        self.require_running(store.name())?;
+        let local = self.partition_store(store.name(), partition)?;
+        match local.get(&store.encode_key(key)?)? {
+            Some(bytes) => Ok(Some(store.decode_value(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries with `from <= serialized key < to` in partition `partition` of this instance's
+    /// copy of `store`, ascending or descending, at most `limit`.
+    pub fn range_in_partition<K: 'static, V: 'static>(
+        &self,
+        store: &StoreDefinition<K, V>,
+        partition: i32,
+        range: KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, QueryError> {
+        self.require_running(store.name())?;
+        let local = self.partition_store(store.name(), partition)?;
+        let entries = match range.order {
+            ScanOrder::Ascending => local.range(range.from, range.to, limit)?,
+            ScanOrder::Descending => local.range_reverse(range.from, range.to, limit)?,
+        };
+        entries
+            .into_iter()
+            .map(|(key, value)| Ok((store.decode_key(&key)?, store.decode_value(&value)?)))
+            .collect()
+    }
+
+    fn partition_store(
+        &self,
+        store: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionStore>, QueryError> {
+        read(&self.stores)
+            .get(&(store.to_owned(), partition))
+            .cloned()
+            .ok_or_else(|| QueryError::NotLocal {
+                store: store.to_owned(),
                 partition,
             })
     }
@@ -302,6 +399,95 @@ pub async fn fan_out(
     Ok(answers)
 }
 
+/// Like [`fan_out`] for POST APIs: sends `body` (JSON) to `path` on every instance, marked as
+/// forwarded, and returns each instance's JSON answer. Any answer other than 2xx is returned
+/// as the response (an instance restoring answers 503, and so does the whole list).
+pub async fn fan_out_post(
+    client: &reqwest::Client,
+    queries: &Queries,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<Vec<serde_json::Value>, Response> {
+    let targets = queries
+        .fan_out_targets()
+        .map_err(IntoResponse::into_response)?;
+    let requests = targets.iter().map(|address| {
+        client
+            .post(format!("http://{address}{path}"))
+            .header(FORWARDED_HEADER, queries.instance_id())
+            .json(body)
+            .send()
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut bodies = Vec::with_capacity(answers.len());
+    for (address, answer) in targets.iter().zip(answers) {
+        match answer {
+            Ok(answer) if answer.status().is_success() => match answer.json().await {
+                Ok(body) => bodies.push(body),
+                Err(_) => return Err(owner_unavailable(address)),
+            },
+            Ok(answer) => return Err(relay(answer).await),
+            Err(_) => return Err(owner_unavailable(address)),
+        }
+    }
+    Ok(bodies)
+}
+
+/// Sends a request whose body is already read on to the instance at `address`: the same
+/// method, path, headers and body, marked as forwarded. A request that was already forwarded
+/// once is not forwarded again (ownership is moving): it gets a 503 with `Retry-After`.
+pub async fn forward_bytes(
+    client: &reqwest::Client,
+    from_instance: &str,
+    address: &str,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Response {
+    if parts.headers.contains_key(FORWARDED_HEADER) {
+        return QueryError::NoOwner {
+            store: "the requested".to_owned(),
+            partition: -1,
+        }
+        .into_response();
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let mut outgoing = client
+        .request(parts.method.clone(), format!("http://{address}{path}"))
+        .header(FORWARDED_HEADER, from_instance)
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    match outgoing.send().await {
+        Ok(answer) => relay(answer).await,
+        Err(error) => {
+            tracing::warn!(error = %error, address, "forwarding a query failed");
+            owner_unavailable(address)
+        }
+    }
+}
+
+/// Another instance's answer as this instance's response.
+async fn relay(answer: reqwest::Response) -> Response {
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
 fn owner_unavailable(address: &str) -> Response {
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -356,19 +542,7 @@ pub async fn forward(
         }
     }
     match outgoing.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let bytes = answer.bytes().await.unwrap_or_default();
-            let mut response = Response::new(Body::from(bytes));
-            *response.status_mut() = status;
-            for (name, value) in &headers {
-                if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
-                    response.headers_mut().insert(name, value.clone());
-                }
-            }
-            response
-        }
+        Ok(answer) => relay(answer).await,
         Err(error) => {
             tracing::warn!(error = %error, address, "forwarding a query failed");
             owner_unavailable(address)

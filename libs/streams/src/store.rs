@@ -163,6 +163,33 @@ impl PartitionStore {
         Ok(pairs)
     }
 
+    /// Key-value pairs with `from <= key < to` in descending key order, at most `limit`: the
+    /// newest-first walk of keys that sort oldest first.
+    pub fn range_reverse(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StreamsError> {
+        let mode = match to {
+            Some(to) => IteratorMode::From(to, Direction::Reverse),
+            None => IteratorMode::End,
+        };
+        let mut pairs = Vec::new();
+        for item in self.db.iterator(mode) {
+            let (key, value) = item.map_err(|source| self.error(source))?;
+            // Seeking backwards lands on the last key <= `to`; `to` itself is excluded.
+            if to.is_some_and(|to| key.as_ref() >= to) {
+                continue;
+            }
+            if key.as_ref() < from || pairs.len() >= limit {
+                break;
+            }
+            pairs.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(pairs)
+    }
+
     /// Key-value pairs whose key starts with `prefix`, in key order, at most `limit`.
     pub fn prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StreamsError> {
         let mut pairs = Vec::new();
