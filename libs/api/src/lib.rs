@@ -8,7 +8,8 @@
 //! - [`auth`]: `Authorization: Bearer <token>` checks in constant time (401 before any work);
 //! - [`page`]: `{data, pagination_data: {previous_cursor, next_cursor, total}}`, page sizes and
 //!   opaque cursors;
-//! - [`time`]: ISO-8601 UTC timestamps with milliseconds.
+//! - [`time`]: ISO-8601 UTC timestamps with milliseconds;
+//! - [`views`]: the JSON shapes of records (channels, tags) shared by components.
 //!
 //! The API follows Airy Core's documented contract: `POST` JSON endpoints named
 //! `/things.action`, snake_case fields.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod page;
 pub mod server;
 pub mod time;
+pub mod views;
 
 pub use body::{ReadBody, parse_json, read_body};
 pub use error::ApiError;
