@@ -18,6 +18,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod page;
+pub mod platform;
 pub mod server;
 pub mod time;
 pub mod views;

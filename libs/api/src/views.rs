@@ -8,7 +8,7 @@ use crate::time::iso_millis;
 /// A channel: `{id, source, source_channel_id, connected, connected_at, metadata: {name,
 /// image_url?, ...user data}}`. `name` defaults to "<source> <last 5 characters of the id>".
 pub fn channel(channel: &Channel) -> Value {
-    let mut metadata = match serde_json::from_str::<Value>(&channel.metadata) {
+    let mut metadata = match serde_json::from_str::<Value>(channel.metadata.as_deref().unwrap_or("{}")) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };

@@ -169,8 +169,8 @@ pub struct Channel {
     pub connected_at: i64,
     pub name: Option<String>,
     pub image_url: Option<String>,
-    /// User data as JSON object text.
-    pub metadata: String,
+    /// User data as JSON object text; `None`: none.
+    pub metadata: Option<String>,
 }
 entity!(Channel, "dev.eddy.communication.Channel", "channel.avsc");
 
@@ -361,7 +361,7 @@ mod tests {
             connected_at: 1,
             name: None,
             image_url: None,
-            metadata: "{}".to_owned(),
+            metadata: None,
         });
         for value_type in [
             ValueType::Text,

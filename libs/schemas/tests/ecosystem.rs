@@ -214,7 +214,7 @@ async fn write_one_of_every_entity(writer: &mut Writer<'_>) {
                 connected_at: 1_700_000_000_001,
                 name: None,
                 image_url: None,
-                metadata: "{}".to_owned(),
+                metadata: None,
             },
         )
         .await;

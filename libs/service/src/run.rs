@@ -159,7 +159,12 @@ where
         shutdown: shutdown.clone(),
         admin_address,
     };
+    // Not ready before start-up has finished, whatever conditions it registers on the way.
+    let starting = readiness.condition("started");
     let started = start(runtime).await.map_err(|error| error.to_string());
+    if started.is_ok() {
+        starting.set(true);
+    }
 
     let stopped = match started {
         Ok(()) => {

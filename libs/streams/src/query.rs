@@ -402,21 +402,30 @@ pub async fn fan_out(
 /// Like [`fan_out`] for POST APIs: sends `body` (JSON) to `path` on every instance, marked as
 /// forwarded, and returns each instance's JSON answer. Any answer other than 2xx is returned
 /// as the response (an instance restoring answers 503, and so does the whole list).
+///
+/// `pass_on` are headers of the original request to send along (`Authorization`,
+/// `traceparent`): the instances check them as if the caller asked them directly.
 pub async fn fan_out_post(
     client: &reqwest::Client,
     queries: &Queries,
     path: &str,
     body: &serde_json::Value,
+    pass_on: &axum::http::HeaderMap,
 ) -> Result<Vec<serde_json::Value>, Response> {
     let targets = queries
         .fan_out_targets()
         .map_err(IntoResponse::into_response)?;
     let requests = targets.iter().map(|address| {
-        client
+        let mut request = client
             .post(format!("http://{address}{path}"))
             .header(FORWARDED_HEADER, queries.instance_id())
-            .json(body)
-            .send()
+            .json(body);
+        for name in [header::AUTHORIZATION.as_str(), "traceparent"] {
+            if let Some(value) = pass_on.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        request.send()
     });
     let answers = futures::future::join_all(requests).await;
     let mut bodies = Vec::with_capacity(answers.len());

@@ -10,7 +10,7 @@ use eddy_service::Runtime;
 use eddy_service::config::parse_duration;
 use eddy_service::kafka::KafkaArgs;
 
-use crate::{AppState, ErrorPolicy, ProcessingGuarantee, StreamsApp, StreamsConfig};
+use crate::{AppState, ErrorPolicy, GlobalTable, ProcessingGuarantee, StreamsApp, StreamsConfig};
 
 /// Settings of a component's streams application.
 #[derive(Debug, Clone, Args)]
@@ -107,5 +107,27 @@ pub fn supervise(app: StreamsApp, runtime: &Runtime) {
         }
         ready.set(false);
         app.stop().await.map_err(|error| error.to_string())
+    });
+}
+
+/// Registers readiness condition `name`, holding once `table` has caught up (read its topic up
+/// to the end offsets found at start-up).
+pub fn ready_when_caught_up<K, V>(runtime: &Runtime, name: &str, table: &GlobalTable<K, V>)
+where
+    K: Eq + std::hash::Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let condition = runtime.readiness.condition(name);
+    let mut caught_up = table.caught_up_changes();
+    let stop = runtime.shutdown.token();
+    tokio::spawn(async move {
+        tokio::select! {
+            loaded = caught_up.wait_for(|loaded| *loaded) => {
+                if loaded.is_ok() {
+                    condition.set(true);
+                }
+            }
+            () = stop.cancelled() => {}
+        }
     });
 }
