@@ -7,7 +7,7 @@ use crate::serde::SerdeError;
 /// What can stop a streams application or fail one of its operations.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamsError {
-    #[error("kafka: {context}")]
+    #[error("kafka: {context}: {source}")]
     Kafka {
         context: String,
         #[source]

@@ -31,6 +31,37 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Under exactly-once, how often store checkpoints are written (commits are far more frequent).
 pub const EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long a just-created changelog may take to answer for its offsets.
+const WATERMARKS_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The low and high offsets of a changelog partition. A topic created a moment ago can answer
+/// "unknown partition" or "leader not available" until its metadata has spread: retry those
+/// for up to 30 s instead of failing the application.
+fn changelog_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    changelog: &str,
+    partition: i32,
+) -> Result<(i64, i64), StreamsError> {
+    let deadline = Instant::now() + WATERMARKS_DEADLINE;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10)) {
+            Ok(watermarks) => return Ok(watermarks),
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(changelog, partition, error = %error, "changelog offsets not available yet; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => {
+                return Err(StreamsError::kafka(
+                    format!("watermarks of {changelog}/{partition}"),
+                    error,
+                ));
+            }
+        }
+    }
+}
+
 /// Header names on dead-lettered records.
 pub const DLQ_ERROR_HEADER: &str = "eddy.dlq.error";
 pub const DLQ_TOPIC_HEADER: &str = "eddy.dlq.topic";
@@ -225,12 +256,7 @@ impl TaskManager {
         let mut checkpointed = HashMap::new();
         for name in self.store_names.clone() {
             let changelog = changelog_topic(&self.application_id, &name);
-            let (low, high) = self
-                .restore_consumer
-                .fetch_watermarks(&changelog, partition, Duration::from_secs(30))
-                .map_err(|error| {
-                    StreamsError::kafka(format!("watermarks of {changelog}/{partition}"), error)
-                })?;
+            let (low, high) = changelog_watermarks(&self.restore_consumer, &changelog, partition)?;
             let wal = self.guarantee == ProcessingGuarantee::ExactlyOnce;
             let mut store = PartitionStore::open_with_wal(&partition_dir, &name, partition, wal)?;
             if let Some(checkpoint) = store.checkpoint()?

@@ -32,11 +32,26 @@ pub fn stack() -> &'static Stack {
 }
 
 /// The workspace root (the folder holding `scripts/` and the root `Cargo.toml`).
+///
+/// Found at run time from `CARGO_MANIFEST_DIR`, which cargo sets for every test process (the
+/// tested package's folder), by walking up to the folder with `scripts/stack`. The path this
+/// crate was compiled at is only the fallback: a target dir shared between clones can hold a
+/// build of this crate made in another clone.
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|error| panic!("cannot resolve the workspace root: {error}"))
+    let started_from = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    started_from
+        .ancestors()
+        .find(|dir| dir.join("scripts/stack").is_file())
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .canonicalize()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("cannot find the workspace root above {}", started_from.display()))
 }
 
 fn start_stack() -> Stack {

@@ -546,3 +546,90 @@ pub async fn poll_answer<T>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The conversational core running: source-api, communication and unread-counter, one
+/// instance each (tests start more where they need them).
+#[derive(Debug)]
+pub struct Core {
+    pub source_api: Component,
+    pub communication: Component,
+    pub unread_counter: Component,
+}
+
+/// A registered source with one connected channel.
+#[derive(Debug, Clone)]
+pub struct RegisteredSource {
+    pub source_id: String,
+    pub token: String,
+    pub signing_secret: String,
+    pub source_channel_id: String,
+    pub channel_id: String,
+}
+
+impl Core {
+    /// Starts the three components and waits until they are ready.
+    pub async fn start(platform: &Platform) -> Core {
+        let mut source_api = platform.start(
+            "eddy-source-api",
+            "source-api-0",
+            &[("EDDY_ACTION_RETRY_BACKOFF", "100ms")],
+        );
+        let mut communication = platform.start("eddy-communication", "communication-0", &[]);
+        let mut unread_counter = platform.start("eddy-unread-counter", "unread-counter-0", &[]);
+        source_api.wait_ready(START_TIMEOUT).await;
+        communication.wait_ready(START_TIMEOUT).await;
+        unread_counter.wait_ready(START_TIMEOUT).await;
+        Core {
+            source_api,
+            communication,
+            unread_counter,
+        }
+    }
+
+    /// Registers source `source_id` (calling `action_endpoint`) with channel `+4930111`.
+    pub async fn register_source(
+        &self,
+        platform: &Platform,
+        source_id: &str,
+        action_endpoint: &str,
+    ) -> RegisteredSource {
+        let sources = platform.api(&self.source_api);
+        let created = sources
+            .call(
+                "/sources.create",
+                json!({"source_id": source_id, "action_endpoint": action_endpoint}),
+            )
+            .await
+            .expect(201);
+        let channel = sources
+            .call(
+                "/sources.channels.create",
+                json!({"source_id": source_id, "source_channel_id": "+4930111"}),
+            )
+            .await
+            .expect(201);
+        RegisteredSource {
+            source_id: source_id.to_owned(),
+            token: created["token"].as_str().expect("token").to_owned(),
+            signing_secret: created["signing_secret"]
+                .as_str()
+                .expect("secret")
+                .to_owned(),
+            source_channel_id: "+4930111".to_owned(),
+            channel_id: channel["id"].as_str().expect("channel id").to_owned(),
+        }
+    }
+}
+
+/// One inbound contact message in the source-api's ingest shape.
+pub fn contact_message(source_conversation_id: &str, source_message_id: &str, sent_at_ms: i64) -> Value {
+    json!({
+        "source_message_id": source_message_id,
+        "source_conversation_id": source_conversation_id,
+        "source_channel_id": "+4930111",
+        "source_sender_id": source_conversation_id,
+        "content": {"text": format!("message {source_message_id}")},
+        "from_contact": true,
+        "sent_at": sent_at_ms,
+    })
+}

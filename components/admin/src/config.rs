@@ -1,0 +1,120 @@
+//! The settings of `eddy-admin`: the shared ones (service, Kafka, schema registry, topic
+//! catalog, HTTP API) plus the installation's secret key and the webhook destination policy.
+
+use clap::Parser;
+use eddy_api::ApiArgs;
+use eddy_schemas::{CatalogArgs, RegistryArgs};
+use eddy_service::config::Secret;
+use eddy_service::kafka::KafkaArgs;
+use eddy_service::{ComponentConfig, ServiceArgs, ServiceError};
+
+use crate::destination::DestinationPolicy;
+
+/// The shortest installation secret key accepted (webhook signing secrets derive from it).
+pub const MIN_SECRET_KEY_CHARS: usize = 32;
+
+/// Every setting of `eddy-admin`, each a flag with an `EDDY_*` environment twin.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "eddy-admin",
+    version,
+    about = "Eddy's admin API: channels, tags and webhook subscriptions"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+
+    /// The installation's secret key (at least 32 characters): every webhook signing secret is
+    /// derived from it and the reference a subscription stores, so the secret itself is never
+    /// written to Kafka.
+    #[arg(long, env = "EDDY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Secret,
+
+    /// Accept webhook URLs whose host is or resolves to a loopback address (127.0.0.0/8, ::1);
+    /// for development only.
+    #[arg(long, env = "EDDY_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_loopback: bool,
+
+    /// Accept webhook URLs whose host is or resolves to a private (RFC 1918, fc00::/7),
+    /// link-local (169.254.0.0/16, fe80::/10), carrier-grade NAT (100.64.0.0/10) or unspecified
+    /// address: allow it when the receivers live inside your network.
+    #[arg(long, env = "EDDY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_networks: bool,
+}
+
+impl Config {
+    /// Which webhook destinations this installation accepts.
+    pub fn destination_policy(&self) -> DestinationPolicy {
+        DestinationPolicy {
+            allow_loopback: self.webhook_allow_loopback,
+            allow_private_networks: self.webhook_allow_private_networks,
+        }
+    }
+}
+
+impl ComponentConfig for Config {
+    fn service(&self) -> &ServiceArgs {
+        &self.service
+    }
+
+    fn validate(&self) -> Result<(), ServiceError> {
+        self.kafka.validate()?;
+        self.api.validate()?;
+        if self.secret_key.expose().chars().count() < MIN_SECRET_KEY_CHARS {
+            return Err(ServiceError::Config(format!(
+                "EDDY_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "a-system-token-of-some-length";
+    const KEY: &str = "an-installation-secret-key-of-32-chars";
+
+    #[test]
+    fn defaults_refuse_loopback_and_private_destinations() {
+        let config =
+            Config::try_parse_from(["eddy-admin", "--system-token", TOKEN, "--secret-key", KEY])
+                .expect("parses");
+        config.validate().expect("valid");
+        assert!(!config.webhook_allow_loopback);
+        assert!(!config.webhook_allow_private_networks);
+        assert!(!format!("{config:?}").contains(KEY));
+    }
+
+    #[test]
+    fn a_short_secret_key_is_bad_configuration() {
+        let config = Config::try_parse_from([
+            "eddy-admin",
+            "--system-token",
+            TOKEN,
+            "--secret-key",
+            "short",
+        ])
+        .expect("parses");
+        let error = config.validate().expect_err("too short").to_string();
+        assert!(error.contains("EDDY_SECRET_KEY"), "{error}");
+        assert!(!error.contains("short"), "{error}");
+    }
+
+    #[test]
+    fn the_secret_key_is_required() {
+        let error = Config::try_parse_from(["eddy-admin", "--system-token", TOKEN])
+            .expect_err("missing key")
+            .to_string();
+        assert!(error.contains("--secret-key"), "{error}");
+    }
+}
