@@ -481,6 +481,13 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     end
 }
 
+/// True for keys of the `activity` store: 16 hex digits, '/', a conversation id.
+fn is_activity_key(key: &str) -> bool {
+    key.len() > 17
+        && key.as_bytes()[16] == b'/'
+        && key[..16].bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
 /// The smallest key after `key`.
 fn just_after(key: &str) -> Vec<u8> {
     let mut after = key.as_bytes().to_vec();
@@ -604,6 +611,14 @@ async fn conversations_list(State(api): State<Arc<Api>>, request: Request) -> Ha
     let body: ListConversationsRequest = parse_json(&read.body)?;
     let size = page_size(body.page_size)?;
     let position: Option<Position> = body.cursor.as_deref().map(decode_cursor).transpose()?;
+    if let Some(Position::After(key) | Position::Before(key)) = &position
+        && !is_activity_key(key)
+    {
+        return Err(ApiError::bad_field(
+            "cursor",
+            "belongs to another list (use a cursor /conversations.list returned)",
+        ));
+    }
     let local = LocalListRequest {
         position: position.clone(),
         limit: size + 1,

@@ -97,17 +97,22 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         read_receipts: name(READ_RECEIPTS),
         channels: name(CHANNELS),
     };
-    let error = |error: &dyn std::fmt::Display| error.to_string();
-    let serdes = Serdes {
-        message: AvroSerde::for_topic(&registry, &topics.messages).await.map_err(|e| error(&e))?,
-        metadata: AvroSerde::for_topic(&registry, &topics.metadata).await.map_err(|e| error(&e))?,
-        read_receipt: AvroSerde::for_topic(&registry, &topics.read_receipts)
-            .await
-            .map_err(|e| error(&e))?,
-        channel: AvroSerde::for_topic(&registry, &topics.channels).await.map_err(|e| error(&e))?,
-    };
     let tags_topic = name(TAGS);
-    let tag_serde = AvroSerde::for_topic(&registry, &tags_topic).await.map_err(|e| error(&e))?;
+    let error = |error: &dyn std::fmt::Display| error.to_string();
+    let (message, metadata, read_receipt, channel, tag) = tokio::try_join!(
+        AvroSerde::for_topic(&registry, &topics.messages),
+        AvroSerde::for_topic(&registry, &topics.metadata),
+        AvroSerde::for_topic(&registry, &topics.read_receipts),
+        AvroSerde::for_topic(&registry, &topics.channels),
+        AvroSerde::for_topic(&registry, &tags_topic),
+    )
+    .map_err(|e| error(&e))?;
+    let serdes = Serdes {
+        message,
+        metadata,
+        read_receipt,
+        channel,
+    };
 
     let mut topology = Topology::new(config.application_id());
     let (inputs, stores) = state::declare(
@@ -130,32 +135,39 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         .config(config.kafka.clone())
         .for_component(&runtime);
     streams_config.advertised_address = Some(advertised_address.clone());
-    let app = StreamsApp::start(streams_config, topology)
-        .await
-        .map_err(|e| error(&e))?;
+
+    // The streams application, the global tables and the writer start side by side: a
+    // restart is ready in well under a second.
+    let tables = {
+        let kafka = config.kafka.clone();
+        let channels_topic = topics.channels.clone();
+        let channel_serde = serdes.channel.clone();
+        tokio::task::spawn_blocking(move || {
+            let channels =
+                GlobalTable::start(&kafka, COMPONENT.name, &channels_topic, StringSerde, channel_serde)?;
+            let tags = GlobalTable::start(&kafka, COMPONENT.name, &tags_topic, StringSerde, tag)?;
+            Ok::<_, eddy_streams::StreamsError>((channels, tags))
+        })
+    };
+    let written_topics = [
+        topics.messages.as_str(),
+        topics.metadata.as_str(),
+        topics.read_receipts.as_str(),
+        topics.channels.as_str(),
+    ];
+    let (app, tables, writer) = tokio::join!(
+        StreamsApp::start(streams_config, topology),
+        tables,
+        RecordWriter::new(&config.kafka, COMPONENT.name, &written_topics),
+    );
+    let app = app.map_err(|e| error(&e))?;
+    let (channels, tags) = tables.map_err(|e| error(&e))?.map_err(|e| error(&e))?;
+    let writer = writer.map_err(|e| error(&e))?;
     let queries = app.queries();
     supervise(app, &runtime);
-
-    let channels = GlobalTable::start(
-        &config.kafka,
-        COMPONENT.name,
-        &topics.channels,
-        StringSerde,
-        serdes.channel.clone(),
-    )
-    .map_err(|e| error(&e))?;
-    let tags = GlobalTable::start(&config.kafka, COMPONENT.name, &tags_topic, StringSerde, tag_serde)
-        .map_err(|e| error(&e))?;
     ready_when_caught_up(&runtime, "channels", &channels);
     ready_when_caught_up(&runtime, "tags", &tags);
 
-    let writer = RecordWriter::new(
-        &config.kafka,
-        COMPONENT.name,
-        &[&topics.messages, &topics.metadata, &topics.read_receipts, &topics.channels],
-    )
-    .await
-    .map_err(|e| error(&e))?;
     let api = Arc::new(Api {
         component: runtime.component,
         queries,
@@ -165,7 +177,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         tags,
         topics,
         serdes,
-        client: reqwest::Client::new(),
+        client: registry.http_client(),
         advertised_address,
         max_body_bytes: config.api.max_body_bytes,
     });

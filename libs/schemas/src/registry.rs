@@ -158,6 +158,12 @@ impl SchemaRegistry {
         })
     }
 
+    /// The HTTP client this registry client uses: a component can share it for its own calls
+    /// rather than pay for loading the TLS roots again.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     /// The settings this client was made from (to make another client, e.g. on another thread).
     pub fn args(&self) -> &RegistryArgs {
         &self.args
@@ -168,7 +174,9 @@ impl SchemaRegistry {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut backoff = Duration::from_millis(500);
         loop {
-            match self.request(reqwest::Method::GET, "/subjects").send().await {
+            // `/config` (the global compatibility level) is the cheapest call every
+            // Confluent-compatible registry answers; `/subjects` lists every subject.
+            match self.request(reqwest::Method::GET, "/config").send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), url = %self.args.url, "waiting for the schema registry")

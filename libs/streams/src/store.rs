@@ -277,6 +277,11 @@ fn rocksdb_options() -> Options {
     options.set_write_buffer_size(16 * 1024 * 1024);
     options.set_max_write_buffer_number(3);
     options.increase_parallelism(2);
+    // Restarts open every store of every partition: skip reading table statistics on open,
+    // and keep RocksDB's own info logs from piling up one per open.
+    options.set_skip_stats_update_on_db_open(true);
+    options.set_keep_log_file_num(2);
+    options.set_max_manifest_file_size(4 * 1024 * 1024);
     options
 }
 

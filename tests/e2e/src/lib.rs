@@ -574,7 +574,11 @@ impl Core {
             "source-api-0",
             &[("EDDY_ACTION_RETRY_BACKOFF", "100ms")],
         );
-        let mut communication = platform.start("eddy-communication", "communication-0", &[]);
+        let mut communication = platform.start(
+            "eddy-communication",
+            "communication-0",
+            &[("EDDY_STATIC_MEMBERSHIP", "true")],
+        );
         let mut unread_counter = platform.start("eddy-unread-counter", "unread-counter-0", &[]);
         source_api.wait_ready(START_TIMEOUT).await;
         communication.wait_ready(START_TIMEOUT).await;

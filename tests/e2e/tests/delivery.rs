@@ -45,7 +45,7 @@ async fn message_state(platform: &Platform, core: &Core, conversation_id: &str, 
 async fn an_endpoint_failing_twice_gets_three_calls_and_accepts_one() {
     let endpoint = ActionEndpoint::start().await;
     endpoint.answer_next(&[500, 500]);
-    let (platform, core, source, conversation_id) = core_with_conversation("delivery-retries", &endpoint).await;
+    let (platform, core, _source, conversation_id) = core_with_conversation("delivery-retries", &endpoint).await;
     let api = platform.api(&core.communication);
     let sent = api
         .call("/messages.send", json!({"conversation_id": conversation_id, "message": {"text": "retry me"}}))
@@ -104,7 +104,7 @@ async fn a_refused_message_fails_with_its_error_and_only_failed_messages_are_res
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_sends_a_message_once() {
     let endpoint = ActionEndpoint::start().await;
-    let (platform, core, source, conversation_id) = core_with_conversation("delivery-idempotency", &endpoint).await;
+    let (platform, core, _source, conversation_id) = core_with_conversation("delivery-idempotency", &endpoint).await;
     let api = platform.api(&core.communication);
     let request = json!({"conversation_id": conversation_id, "message": {"text": "once"}}).to_string();
     let first = api.call_raw("/messages.send", request.clone().into_bytes(), &[("Idempotency-Key", "order-42")]).await;
