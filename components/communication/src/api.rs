@@ -25,11 +25,16 @@ use eddy_service::ComponentInfo;
 use eddy_service::config::Secret;
 use eddy_service::envelope::{Envelope, TraceContext, now_millis};
 use eddy_streams::query::{FORWARDED_HEADER, fan_out_post, forward_bytes};
-use eddy_streams::{GlobalTable, KeyOwner, KeyRange, Queries, QueryError, ScanOrder, StoreDefinition};
+use eddy_streams::{
+    GlobalTable, KeyOwner, KeyRange, Queries, QueryError, ScanOrder, StoreDefinition,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::state::{COUNT_KEY, Conversation, ListingRow, MessageLocation, MetaEntry, Stores, conversation_messages_prefix};
+use crate::state::{
+    COUNT_KEY, Conversation, ListingRow, MessageLocation, MetaEntry, Stores,
+    conversation_messages_prefix,
+};
 use crate::views;
 
 /// The OpenAPI document of this API.
@@ -88,8 +93,14 @@ pub fn router(api: Arc<Api>, system_token: &Secret) -> Router {
         .route("/conversations.tag", post(conversations_tag))
         .route("/conversations.untag", post(conversations_untag))
         .route("/conversations.set-state", post(conversations_set_state))
-        .route("/conversations.remove-state", post(conversations_remove_state))
-        .route("/conversations.update-contact", post(conversations_update_contact))
+        .route(
+            "/conversations.remove-state",
+            post(conversations_remove_state),
+        )
+        .route(
+            "/conversations.update-contact",
+            post(conversations_update_contact),
+        )
         .route("/conversations.mark-read", post(conversations_mark_read))
         .route("/messages.list", post(messages_list))
         .route("/messages.send", post(messages_send))
@@ -163,8 +174,13 @@ impl Filters {
     }
 
     fn matches(&self, row: &ListingRow) -> bool {
-        self.channel_id.as_ref().is_none_or(|id| *id == row.channel_id)
-            && self.source.as_ref().is_none_or(|source| *source == row.source)
+        self.channel_id
+            .as_ref()
+            .is_none_or(|id| *id == row.channel_id)
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|source| *source == row.source)
             && self
                 .state
                 .as_ref()
@@ -403,8 +419,12 @@ impl Api {
 
     /// Where message `message_id` is, if this instance holds it.
     fn locate_locally(&self, message_id: &str) -> Result<Option<MessageLocation>, ApiError> {
+        self.queries.ensure_running()?;
         let id = message_id.to_owned();
-        for partition in self.queries.local_partition_numbers(&self.stores.message_index) {
+        for partition in self
+            .queries
+            .local_partition_numbers(&self.stores.message_index)
+        {
             if let Some(location) =
                 self.queries
                     .get_in_partition(&self.stores.message_index, partition, &id)?
@@ -428,7 +448,7 @@ impl Api {
         if read.parts.headers.contains_key(FORWARDED_HEADER) {
             return Err(ApiError::not_found("message", message_id));
         }
-        let answers = fan_out_post(
+        let answers = match fan_out_post(
             &self.client,
             &self.queries,
             LOCATE_PATH,
@@ -436,7 +456,11 @@ impl Api {
             &read.parts.headers,
         )
         .await
-        .map_err(ResponseError)?;
+        {
+            Ok(answers) => answers,
+            // An instance's own error answer (503 while it restores, ...) is the answer.
+            Err(response) => return Ok(response),
+        };
         let owner = answers
             .into_iter()
             .filter_map(|answer| serde_json::from_value::<LocateAnswer>(answer).ok())
@@ -451,23 +475,6 @@ impl Api {
             )
             .await),
             _ => Err(ApiError::not_found("message", message_id)),
-        }
-    }
-}
-
-/// A ready-made response (from fan-out) used as an error.
-struct ResponseError(Response);
-
-impl From<ResponseError> for ApiError {
-    fn from(error: ResponseError) -> Self {
-        let status = error.0.status();
-        if status == StatusCode::UNAUTHORIZED {
-            ApiError::unauthorized("the bearer token is not valid")
-        } else {
-            ApiError::unavailable(
-                "partial_answer",
-                format!("not every instance answered ({status}); retry shortly"),
-            )
         }
     }
 }
@@ -495,18 +502,28 @@ fn just_after(key: &str) -> Vec<u8> {
     after
 }
 
-/// Walks `store`'s partition from `range`, keeping entries `keep` accepts, until `limit` are
+/// A walk over serialized keys `from <= key < to` in one direction.
+struct Walk {
+    from: Vec<u8>,
+    to: Option<Vec<u8>>,
+    order: ScanOrder,
+}
+
+/// Walks `store`'s partition along `walk`, keeping entries `keep` accepts, until `limit` are
 /// kept or the range ends; reads in chunks so a selective filter does not load everything.
 fn scan<V: 'static>(
     queries: &Queries,
     store: &StoreDefinition<String, V>,
     partition: i32,
-    mut from: Vec<u8>,
-    mut to: Option<Vec<u8>>,
-    order: ScanOrder,
+    walk: Walk,
     limit: usize,
     mut keep: impl FnMut(&str, &V) -> bool,
 ) -> Result<Vec<(String, V)>, QueryError> {
+    let Walk {
+        mut from,
+        mut to,
+        order,
+    } = walk;
     let mut kept = Vec::new();
     while kept.len() < limit {
         let entries = queries.range_in_partition(
@@ -553,20 +570,31 @@ fn assemble_page<T>(
     let more = candidates.len() > size;
     candidates.truncate(size);
     let (previous_cursor, next_cursor) = match position {
-        None => (None, more.then(|| candidates.last().map(|(key, _)| key.clone())).flatten().map(Position::After)),
+        None => (
+            None,
+            more.then(|| candidates.last().map(|(key, _)| key.clone()))
+                .flatten()
+                .map(Position::After),
+        ),
         Some(Position::After(cursor_key)) => (
-            Some(Position::Before(
-                candidates.first().map_or_else(|| just_after_text(cursor_key), |(key, _)| key.clone()),
-            )),
-            more.then(|| candidates.last().map(|(key, _)| key.clone())).flatten().map(Position::After),
+            Some(Position::Before(candidates.first().map_or_else(
+                || just_after_text(cursor_key),
+                |(key, _)| key.clone(),
+            ))),
+            more.then(|| candidates.last().map(|(key, _)| key.clone()))
+                .flatten()
+                .map(Position::After),
         ),
         Some(Position::Before(cursor_key)) => {
             candidates.reverse();
             (
-                more.then(|| candidates.first().map(|(key, _)| key.clone())).flatten().map(Position::Before),
-                Some(Position::After(
-                    candidates.last().map_or_else(|| before_text(cursor_key), |(key, _)| key.clone()),
-                )),
+                more.then(|| candidates.first().map(|(key, _)| key.clone()))
+                    .flatten()
+                    .map(Position::Before),
+                Some(Position::After(candidates.last().map_or_else(
+                    || before_text(cursor_key),
+                    |(key, _)| key.clone(),
+                ))),
             )
         }
     };
@@ -626,9 +654,19 @@ async fn conversations_list(State(api): State<Arc<Api>>, request: Request) -> Ha
     };
     let local_json =
         serde_json::to_value(&local).map_err(|error| ApiError::internal("list request", error))?;
-    let answers = fan_out_post(&api.client, &api.queries, LOCAL_LIST_PATH, &local_json, &read.parts.headers)
-        .await
-        .map_err(ResponseError)?;
+    let answers = match fan_out_post(
+        &api.client,
+        &api.queries,
+        LOCAL_LIST_PATH,
+        &local_json,
+        &read.parts.headers,
+    )
+    .await
+    {
+        Ok(answers) => answers,
+        // An instance's own error answer (503 while it restores, ...) is the answer.
+        Err(response) => return Ok(response),
+    };
     let mut total = 0;
     let mut candidates = Vec::new();
     for answer in answers {
@@ -649,6 +687,7 @@ async fn conversations_list(State(api): State<Arc<Api>>, request: Request) -> Ha
 async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request) -> Handled {
     let read = api.read(request).await?;
     let body: LocalListRequest = parse_json(&read.body)?;
+    api.queries.ensure_running()?;
     let stores = &api.stores;
     let mut candidates = Vec::new();
     let mut total = 0;
@@ -656,15 +695,17 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
         let (from, to, order) = match &body.position {
             None => (Vec::new(), None, ScanOrder::Ascending),
             Some(Position::After(key)) => (just_after(key), None, ScanOrder::Ascending),
-            Some(Position::Before(key)) => (Vec::new(), Some(key.as_bytes().to_vec()), ScanOrder::Descending),
+            Some(Position::Before(key)) => (
+                Vec::new(),
+                Some(key.as_bytes().to_vec()),
+                ScanOrder::Descending,
+            ),
         };
         let rows = scan(
             &api.queries,
             &stores.activity,
             partition,
-            from,
-            to,
-            order,
+            Walk { from, to, order },
             body.limit,
             |_, row| body.filters.matches(row),
         )?;
@@ -688,9 +729,11 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
                 &api.queries,
                 &stores.activity,
                 partition,
-                Vec::new(),
-                None,
-                ScanOrder::Ascending,
+                Walk {
+                    from: Vec::new(),
+                    to: None,
+                    order: ScanOrder::Ascending,
+                },
                 usize::MAX,
                 |_, row| body.filters.matches(row),
             )?
@@ -729,7 +772,13 @@ async fn conversations_tag(State(api): State<Arc<Api>>, request: Request) -> Han
         return Err(ApiError::not_found("tag", tag_id));
     }
     let key = format!("{}{tag_id}", metadata::TAGS_PREFIX);
-    change_conversation(&api, &read, id, vec![(key, Some((String::new(), ValueType::Text)))]).await
+    change_conversation(
+        &api,
+        &read,
+        id,
+        vec![(key, Some((String::new(), ValueType::Text)))],
+    )
+    .await
 }
 
 async fn conversations_untag(State(api): State<Arc<Api>>, request: Request) -> Handled {
@@ -755,7 +804,10 @@ async fn conversations_set_state(State(api): State<Arc<Api>>, request: Request) 
         &api,
         &read,
         id,
-        vec![(metadata::STATE.to_owned(), Some((body.state, ValueType::Text)))],
+        vec![(
+            metadata::STATE.to_owned(),
+            Some((body.state, ValueType::Text)),
+        )],
     )
     .await
 }
@@ -773,7 +825,10 @@ async fn conversations_update_contact(State(api): State<Arc<Api>>, request: Requ
     let id = required("conversation_id", &body.conversation_id)?;
     let name = required("display_name", &body.display_name)?;
     if name.chars().count() > 200 {
-        return Err(ApiError::bad_field("display_name", "longer than 200 characters"));
+        return Err(ApiError::bad_field(
+            "display_name",
+            "longer than 200 characters",
+        ));
     }
     change_conversation(
         &api,
@@ -852,9 +907,7 @@ async fn messages_list(State(api): State<Arc<Api>>, request: Request) -> Handled
             &api.queries,
             &api.stores.messages,
             partition,
-            from,
-            to,
-            order,
+            Walk { from, to, order },
             size + 1,
             |_, _| true,
         )?;
@@ -896,14 +949,27 @@ async fn messages_send(State(api): State<Arc<Api>>, request: Request) -> Handled
     let body: SendRequest = parse_json(&read.body)?;
     let idempotency_key = idempotency_key(&read)?;
     if body.message.is_null() {
-        return Err(ApiError::bad_field("message", "must be the message content (JSON), not null"));
+        return Err(ApiError::bad_field(
+            "message",
+            "must be the message content (JSON), not null",
+        ));
     }
-    let (conversation_id, recipient) = match (&body.conversation_id, &body.channel_id, &body.source_recipient_id) {
-        (Some(conversation_id), None, None) => (required("conversation_id", conversation_id)?.to_owned(), None),
+    let (conversation_id, recipient) = match (
+        &body.conversation_id,
+        &body.channel_id,
+        &body.source_recipient_id,
+    ) {
+        (Some(conversation_id), None, None) => (
+            required("conversation_id", conversation_id)?.to_owned(),
+            None,
+        ),
         (None, Some(channel_id), Some(recipient)) => {
             let channel_id = required("channel_id", channel_id)?;
             let recipient = required("source_recipient_id", recipient)?;
-            (ids::conversation_id(channel_id, recipient), Some((channel_id.to_owned(), recipient.to_owned())))
+            (
+                ids::conversation_id(channel_id, recipient),
+                Some((channel_id.to_owned(), recipient.to_owned())),
+            )
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -926,7 +992,10 @@ async fn messages_send(State(api): State<Arc<Api>>, request: Request) -> Handled
             (None, None) => return Err(ApiError::not_found("conversation", &conversation_id)),
         };
         if !api.channels.is_caught_up() {
-            return Err(ApiError::unavailable("loading", "channels are still loading"));
+            return Err(ApiError::unavailable(
+                "loading",
+                "channels are still loading",
+            ));
         }
         let channel = api
             .channels
@@ -944,8 +1013,8 @@ async fn messages_send(State(api): State<Arc<Api>>, request: Request) -> Handled
         if idempotency_key.is_some()
             && let Some(existing) = existing_message(&api, &conversation_id, &message_id)?
         {
-            let same_request = serde_json::from_str::<Value>(&existing.content).ok()
-                == Some(body.message.clone());
+            let same_request =
+                serde_json::from_str::<Value>(&existing.content).ok() == Some(body.message.clone());
             if !same_request {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -977,16 +1046,24 @@ async fn messages_send(State(api): State<Arc<Api>>, request: Request) -> Handled
 }
 
 /// The stored message `message_id` of a conversation this instance owns.
-fn existing_message(api: &Api, conversation_id: &str, message_id: &str) -> Result<Option<Message>, ApiError> {
+fn existing_message(
+    api: &Api,
+    conversation_id: &str,
+    message_id: &str,
+) -> Result<Option<Message>, ApiError> {
     let partition = api.conversation_partition(conversation_id);
-    let Some(location) =
-        api.queries
-            .get_in_partition(&api.stores.message_index, partition, &message_id.to_owned())?
+    let Some(location) = api.queries.get_in_partition(
+        &api.stores.message_index,
+        partition,
+        &message_id.to_owned(),
+    )?
     else {
         return Ok(None);
     };
     let key = crate::state::message_key(&location.conversation_id, location.sent_at, message_id);
-    Ok(api.queries.get_in_partition(&api.stores.messages, partition, &key)?)
+    Ok(api
+        .queries
+        .get_in_partition(&api.stores.messages, partition, &key)?)
 }
 
 async fn messages_resend(State(api): State<Arc<Api>>, request: Request) -> Handled {
@@ -1010,8 +1087,13 @@ async fn messages_resend(State(api): State<Arc<Api>>, request: Request) -> Handl
         };
         api.write_message(read, &resent).await?;
         let subject = Subject::Message(id.to_owned());
-        api.write_metadata(read, &location.conversation_id, &subject, vec![(metadata::ERROR.to_owned(), None)])
-            .await?;
+        api.write_metadata(
+            read,
+            &location.conversation_id,
+            &subject,
+            vec![(metadata::ERROR.to_owned(), None)],
+        )
+        .await?;
         Ok(axum::Json(views::message(&resent, &[])).into_response())
     })
     .await
@@ -1037,13 +1119,15 @@ async fn metadata_upsert(State(api): State<Arc<Api>>, request: Request) -> Handl
     if !body.data.is_object() {
         return Err(ApiError::bad_field("data", "must be a JSON object"));
     }
-    let changes: Vec<(String, Option<(String, ValueType)>)> = metadata::flatten(metadata::USER_DATA, &body.data)
-        .into_iter()
-        .map(|leaf| {
-            let value = (leaf.value_type != ValueType::Null).then_some((leaf.value, leaf.value_type));
-            (leaf.key, value)
-        })
-        .collect();
+    let changes: Vec<(String, Option<(String, ValueType)>)> =
+        metadata::flatten(metadata::USER_DATA, &body.data)
+            .into_iter()
+            .map(|leaf| {
+                let value =
+                    (leaf.value_type != ValueType::Null).then_some((leaf.value, leaf.value_type));
+                (leaf.key, value)
+            })
+            .collect();
     match body.subject.as_str() {
         "conversation" => change_conversation(&api, &read, id, changes).await,
         "message" => {
@@ -1066,9 +1150,17 @@ async fn metadata_upsert(State(api): State<Arc<Api>>, request: Request) -> Handl
 
 /// Channel user data lives in the channel record (`metadata.user_data`), merged like a JSON
 /// merge patch (null deletes a key).
-async fn upsert_channel_metadata(api: &Api, read: &ReadBody, channel_id: &str, data: &Value) -> Handled {
+async fn upsert_channel_metadata(
+    api: &Api,
+    read: &ReadBody,
+    channel_id: &str,
+    data: &Value,
+) -> Handled {
     if !api.channels.is_caught_up() {
-        return Err(ApiError::unavailable("loading", "channels are still loading"));
+        return Err(ApiError::unavailable(
+            "loading",
+            "channels are still loading",
+        ));
     }
     let mut channel = api
         .channels
@@ -1107,7 +1199,11 @@ async fn upsert_channel_metadata(api: &Api, read: &ReadBody, channel_id: &str, d
         .await
         .map_err(ApiError::write_failed)?;
     api.channels
-        .wait_for(written.partition, written.offset, std::time::Duration::from_secs(5))
+        .wait_for(
+            written.partition,
+            written.offset,
+            std::time::Duration::from_secs(5),
+        )
         .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -1142,23 +1238,46 @@ mod tests {
 
     #[test]
     fn pages_link_forward_and_back() {
-        let items: Vec<(String, &str)> = ["a", "b", "c"].iter().map(|key| ((*key).to_owned(), *key)).collect();
+        let items: Vec<(String, &str)> = ["a", "b", "c"]
+            .iter()
+            .map(|key| ((*key).to_owned(), *key))
+            .collect();
         let first = assemble_page(items.clone(), None, 2, 3);
         assert_eq!(keys(&first), ["a", "b"]);
         assert!(first.pagination_data.previous_cursor.is_none());
-        let next: Position = decode_cursor(first.pagination_data.next_cursor.as_deref().unwrap_or_default())
-            .expect("next cursor");
+        let next: Position = decode_cursor(
+            first
+                .pagination_data
+                .next_cursor
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .expect("next cursor");
         assert_eq!(next, Position::After("b".to_owned()));
         let second = assemble_page(vec![("c".to_owned(), "c")], Some(&next), 2, 3);
         assert_eq!(keys(&second), ["c"]);
         assert!(second.pagination_data.next_cursor.is_none());
-        let back: Position = decode_cursor(second.pagination_data.previous_cursor.as_deref().unwrap_or_default())
-            .expect("previous cursor");
+        let back: Position = decode_cursor(
+            second
+                .pagination_data
+                .previous_cursor
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .expect("previous cursor");
         assert_eq!(back, Position::Before("c".to_owned()));
         // Walking back: candidates arrive newest-last (descending walk).
-        let previous = assemble_page(vec![("b".to_owned(), "b"), ("a".to_owned(), "a")], Some(&back), 2, 3);
+        let previous = assemble_page(
+            vec![("b".to_owned(), "b"), ("a".to_owned(), "a")],
+            Some(&back),
+            2,
+            3,
+        );
         assert_eq!(keys(&previous), ["a", "b"]);
-        assert!(previous.pagination_data.previous_cursor.is_none(), "the first page has no previous page");
+        assert!(
+            previous.pagination_data.previous_cursor.is_none(),
+            "the first page has no previous page"
+        );
         assert!(previous.pagination_data.next_cursor.is_some());
     }
 
@@ -1179,8 +1298,26 @@ mod tests {
             unread_count: 0,
         };
         assert!(Filters::default().matches(&row));
-        assert!(Filters { tag_id: Some("t1".to_owned()), ..Filters::default() }.matches(&row));
-        assert!(!Filters { unread_only: true, ..Filters::default() }.matches(&row));
-        assert!(!Filters { state: Some("CLOSED".to_owned()), ..Filters::default() }.matches(&row));
+        assert!(
+            Filters {
+                tag_id: Some("t1".to_owned()),
+                ..Filters::default()
+            }
+            .matches(&row)
+        );
+        assert!(
+            !Filters {
+                unread_only: true,
+                ..Filters::default()
+            }
+            .matches(&row)
+        );
+        assert!(
+            !Filters {
+                state: Some("CLOSED".to_owned()),
+                ..Filters::default()
+            }
+            .matches(&row)
+        );
     }
 }

@@ -30,7 +30,10 @@ pub const COMPONENT: ComponentInfo =
 const APPLICATION: &str = "communication-v1";
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Conversations and messages over HTTP, built from Kafka")]
+#[command(
+    version,
+    about = "Conversations and messages over HTTP, built from Kafka"
+)]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -132,7 +135,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     let advertised_address = config.advertised_address();
     let mut streams_config = config
         .streams
-        .config(config.kafka.clone())
+        .config_exactly_once_by_default(config.kafka.clone())
         .for_component(&runtime);
     streams_config.advertised_address = Some(advertised_address.clone());
 
@@ -143,8 +146,13 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         let channels_topic = topics.channels.clone();
         let channel_serde = serdes.channel.clone();
         tokio::task::spawn_blocking(move || {
-            let channels =
-                GlobalTable::start(&kafka, COMPONENT.name, &channels_topic, StringSerde, channel_serde)?;
+            let channels = GlobalTable::start(
+                &kafka,
+                COMPONENT.name,
+                &channels_topic,
+                StringSerde,
+                channel_serde,
+            )?;
             let tags = GlobalTable::start(&kafka, COMPONENT.name, &tags_topic, StringSerde, tag)?;
             Ok::<_, eddy_streams::StreamsError>((channels, tags))
         })

@@ -258,9 +258,10 @@ impl ConversationBuilder {
         if conversation.created_at == 0 || message.sent_at < conversation.created_at {
             conversation.created_at = message.sent_at;
         }
-        let is_newest = conversation.last_message.as_ref().is_none_or(|last| {
-            last.id == message.id || message.sent_at >= last.sent_at
-        });
+        let is_newest = conversation
+            .last_message
+            .as_ref()
+            .is_none_or(|last| last.id == message.id || message.sent_at >= last.sent_at);
         if is_newest {
             conversation.last_activity_at = conversation.last_activity_at.max(message.sent_at);
             conversation.last_message = Some(message);

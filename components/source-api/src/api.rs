@@ -117,7 +117,12 @@ impl Api {
         }
     }
 
-    async fn write_source(&self, read: &ReadBody, id: &str, source: Option<&Source>) -> Result<(), ApiError> {
+    async fn write_source(
+        &self,
+        read: &ReadBody,
+        id: &str,
+        source: Option<&Source>,
+    ) -> Result<(), ApiError> {
         let value = source
             .map(|source| self.serdes.source.encode(source))
             .transpose()
@@ -168,7 +173,9 @@ impl Api {
             .await
             .map_err(ApiError::write_failed)?;
         for Written { partition, offset } in written {
-            self.channels.wait_for(partition, offset, READ_YOUR_WRITE).await;
+            self.channels
+                .wait_for(partition, offset, READ_YOUR_WRITE)
+                .await;
         }
         Ok(())
     }
@@ -190,7 +197,10 @@ fn checked_id<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
         return Err(ApiError::bad_field(field, "must not be empty"));
     }
     if value.len() > MAX_ID_LENGTH {
-        return Err(ApiError::bad_field(field, format!("longer than {MAX_ID_LENGTH} bytes")));
+        return Err(ApiError::bad_field(
+            field,
+            format!("longer than {MAX_ID_LENGTH} bytes"),
+        ));
     }
     Ok(value)
 }
@@ -199,7 +209,10 @@ fn checked_url(field: &str, value: &str) -> Result<String, ApiError> {
     let url = reqwest::Url::parse(value)
         .map_err(|error| ApiError::bad_field(field, format!("not a URL: {error}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ApiError::bad_field(field, "use an http or https URL with a host"));
+        return Err(ApiError::bad_field(
+            field,
+            "use an http or https URL with a host",
+        ));
     }
     Ok(url.to_string())
 }
@@ -263,7 +276,8 @@ async fn sources_create(State(api): State<Arc<Api>>, request: Request) -> Handle
         return Err(ApiError::conflict(format!("source {id} already exists")));
     }
     let token = random_token()?;
-    let secret_ref = SecretKey::new_reference().map_err(|error| ApiError::internal("making a secret", error))?;
+    let secret_ref =
+        SecretKey::new_reference().map_err(|error| ApiError::internal("making a secret", error))?;
     let signing_secret = api
         .secret_key
         .derive(crate::SOURCE_SECRET_PURPOSE, &secret_ref)
@@ -288,7 +302,12 @@ async fn sources_list(State(api): State<Arc<Api>>, request: Request) -> Handled 
     let read = read_body(request, api.max_body_bytes).await?;
     let _: Empty = parse_json(&read.body)?;
     api.require_loaded()?;
-    let mut sources: Vec<Source> = api.sources.entries().into_iter().map(|(_, source)| source).collect();
+    let mut sources: Vec<Source> = api
+        .sources
+        .entries()
+        .into_iter()
+        .map(|(_, source)| source)
+        .collect();
     sources.sort_by(|a, b| a.id.cmp(&b.id));
     let data: Vec<Value> = sources.iter().map(source_view).collect();
     Ok(axum::Json(json!({ "data": data })).into_response())
@@ -318,7 +337,9 @@ async fn sources_delete(State(api): State<Arc<Api>>, request: Request) -> Handle
         .entries()
         .into_iter()
         .map(|(_, channel)| channel)
-        .filter(|channel| channel.source == id && channel.connection_state == ConnectionState::Connected)
+        .filter(|channel| {
+            channel.source == id && channel.connection_state == ConnectionState::Connected
+        })
         .map(|channel| Channel {
             connection_state: ConnectionState::Disconnected,
             ..channel
@@ -373,7 +394,8 @@ async fn channels_create(State(api): State<Arc<Api>>, request: Request) -> Handl
         image_url,
         metadata: user_data.map(|data| json!({ metadata::USER_DATA: data }).to_string()),
     };
-    api.write_channels(&read, std::slice::from_ref(&channel)).await?;
+    api.write_channels(&read, std::slice::from_ref(&channel))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(views::channel(&channel))).into_response())
 }
 
@@ -485,13 +507,25 @@ async fn webhook(State(api): State<Arc<Api>>, request: Request) -> Handled {
     let mut accepted = Vec::with_capacity(batch.messages.len());
     for (index, item) in batch.messages.iter().enumerate() {
         let field = |name: &str| format!("messages[{index}].{name}");
-        let channel = connected_channel(&api, &source, &item.source_channel_id, &field("source_channel_id"))?;
+        let channel = connected_channel(
+            &api,
+            &source,
+            &item.source_channel_id,
+            &field("source_channel_id"),
+        )?;
         let source_message_id = checked_id(&field("source_message_id"), &item.source_message_id)?;
-        let source_conversation_id = checked_id(&field("source_conversation_id"), &item.source_conversation_id)?;
+        let source_conversation_id = checked_id(
+            &field("source_conversation_id"),
+            &item.source_conversation_id,
+        )?;
         let sender = checked_id(&field("source_sender_id"), &item.source_sender_id)?;
-        let sent_at = parse_timestamp(&item.sent_at).map_err(|problem| ApiError::bad_field(&field("sent_at"), problem))?;
+        let sent_at = parse_timestamp(&item.sent_at)
+            .map_err(|problem| ApiError::bad_field(&field("sent_at"), problem))?;
         if item.content.is_null() {
-            return Err(ApiError::bad_field(&field("content"), "must be the message content (JSON), not null"));
+            return Err(ApiError::bad_field(
+                &field("content"),
+                "must be the message content (JSON), not null",
+            ));
         }
         let conversation_id = ids::conversation_id(&channel.id, source_conversation_id);
         let message = Message {
@@ -530,23 +564,41 @@ async fn webhook(State(api): State<Arc<Api>>, request: Request) -> Handled {
     let now = now_millis();
     for (index, item) in batch.metadata.iter().enumerate() {
         let field = |name: &str| format!("metadata[{index}].{name}");
-        let channel = connected_channel(&api, &source, &item.source_channel_id, &field("source_channel_id"))?;
+        let channel = connected_channel(
+            &api,
+            &source,
+            &item.source_channel_id,
+            &field("source_channel_id"),
+        )?;
         let source_id = checked_id(&field("source_id"), &item.source_id)?;
         if !item.metadata.is_object() {
-            return Err(ApiError::bad_field(&field("metadata"), "must be a JSON object"));
+            return Err(ApiError::bad_field(
+                &field("metadata"),
+                "must be a JSON object",
+            ));
         }
         let (subject, conversation_id) = match item.namespace.as_str() {
             "conversation" => {
                 let conversation_id = ids::conversation_id(&channel.id, source_id);
-                (Subject::Conversation(conversation_id.clone()), conversation_id)
+                (
+                    Subject::Conversation(conversation_id.clone()),
+                    conversation_id,
+                )
             }
             "message" => {
-                let source_conversation_id = item.source_conversation_id.as_deref().ok_or_else(|| {
-                    ApiError::bad_field(&field("source_conversation_id"), "is required for message metadata")
-                })?;
+                let source_conversation_id =
+                    item.source_conversation_id.as_deref().ok_or_else(|| {
+                        ApiError::bad_field(
+                            &field("source_conversation_id"),
+                            "is required for message metadata",
+                        )
+                    })?;
                 (
                     Subject::Message(ids::message_id(&channel.id, source_id)),
-                    ids::conversation_id(&channel.id, checked_id(&field("source_conversation_id"), source_conversation_id)?),
+                    ids::conversation_id(
+                        &channel.id,
+                        checked_id(&field("source_conversation_id"), source_conversation_id)?,
+                    ),
                 )
             }
             other => {
@@ -615,14 +667,22 @@ async fn webhook(State(api): State<Arc<Api>>, request: Request) -> Handled {
 }
 
 /// The connected channel `source_channel_id` of `source`, or 400 naming `field`.
-fn connected_channel(api: &Api, source: &Source, source_channel_id: &str, field: &str) -> Result<Channel, ApiError> {
+fn connected_channel(
+    api: &Api,
+    source: &Source,
+    source_channel_id: &str,
+    field: &str,
+) -> Result<Channel, ApiError> {
     let source_channel_id = checked_id(field, source_channel_id)?;
     let id = ids::channel_id(&source.id, source_channel_id);
     match api.channels.get(&id) {
         Some(channel) if channel.connection_state == ConnectionState::Connected => Ok(channel),
         Some(_) => Err(ApiError::bad_field(
             field,
-            format!("channel {source_channel_id} of source {} is disconnected", source.id),
+            format!(
+                "channel {source_channel_id} of source {} is disconnected",
+                source.id
+            ),
         )),
         None => Err(ApiError::bad_field(
             field,

@@ -33,7 +33,10 @@ pub const SOURCE_SECRET_PURPOSE: &str = "source-action";
 const APPLICATION: &str = "source-api-v1";
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Bring-your-own-source connector: webhooks in, signed calls out")]
+#[command(
+    version,
+    about = "Bring-your-own-source connector: webhooks in, signed calls out"
+)]
 pub struct Config {
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -97,15 +100,35 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         metadata: name(METADATA),
     };
     let serdes = Serdes {
-        source: AvroSerde::for_topic(&registry, &topics.sources).await.map_err(|e| error(&e))?,
-        channel: AvroSerde::for_topic(&registry, &topics.channels).await.map_err(|e| error(&e))?,
-        message: AvroSerde::for_topic(&registry, &topics.messages).await.map_err(|e| error(&e))?,
-        metadata: AvroSerde::for_topic(&registry, &topics.metadata).await.map_err(|e| error(&e))?,
+        source: AvroSerde::for_topic(&registry, &topics.sources)
+            .await
+            .map_err(|e| error(&e))?,
+        channel: AvroSerde::for_topic(&registry, &topics.channels)
+            .await
+            .map_err(|e| error(&e))?,
+        message: AvroSerde::for_topic(&registry, &topics.messages)
+            .await
+            .map_err(|e| error(&e))?,
+        metadata: AvroSerde::for_topic(&registry, &topics.metadata)
+            .await
+            .map_err(|e| error(&e))?,
     };
-    let sources = GlobalTable::start(&config.kafka, COMPONENT.name, &topics.sources, StringSerde, serdes.source.clone())
-        .map_err(|e| error(&e))?;
-    let channels = GlobalTable::start(&config.kafka, COMPONENT.name, &topics.channels, StringSerde, serdes.channel.clone())
-        .map_err(|e| error(&e))?;
+    let sources = GlobalTable::start(
+        &config.kafka,
+        COMPONENT.name,
+        &topics.sources,
+        StringSerde,
+        serdes.source.clone(),
+    )
+    .map_err(|e| error(&e))?;
+    let channels = GlobalTable::start(
+        &config.kafka,
+        COMPONENT.name,
+        &topics.channels,
+        StringSerde,
+        serdes.channel.clone(),
+    )
+    .map_err(|e| error(&e))?;
     ready_when_caught_up(&runtime, "sources", &sources);
     ready_when_caught_up(&runtime, "channels", &channels);
     let secret_key = SecretKey::new(config.secret_key.expose().as_bytes());
@@ -155,7 +178,12 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     let writer = RecordWriter::new(
         &config.kafka,
         COMPONENT.name,
-        &[&topics.sources, &topics.channels, &topics.messages, &topics.metadata],
+        &[
+            &topics.sources,
+            &topics.channels,
+            &topics.messages,
+            &topics.metadata,
+        ],
     )
     .await
     .map_err(|e| error(&e))?;
@@ -170,8 +198,12 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         max_body_bytes: config.api.max_body_bytes,
         max_batch: config.max_batch,
     });
-    eddy_api::serve(&runtime, config.api.http_address, api::router(api, &config.api.system_token))
-        .await
-        .map_err(|e| error(&e))?;
+    eddy_api::serve(
+        &runtime,
+        config.api.http_address,
+        api::router(api, &config.api.system_token),
+    )
+    .await
+    .map_err(|e| error(&e))?;
     Ok(())
 }

@@ -18,8 +18,8 @@ use eddy_schemas::metadata::{ERROR, Subject};
 use eddy_schemas::{Channel, DeliveryState, Message, Metadata, Source, ValueType, ids};
 use eddy_service::envelope::now_millis;
 use eddy_streams::{
-    GlobalTable, InputRecord, InputTopic, OutputTopic, Processor, ProcessorContext,
-    ProcessorError, StoreDefinition,
+    GlobalTable, InputRecord, InputTopic, OutputTopic, Processor, ProcessorContext, ProcessorError,
+    StoreDefinition,
 };
 use eddy_webhooks::{ID_HEADER, SIGNATURE_HEADER, SecretKey, TIMESTAMP_HEADER, signature_header};
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,12 @@ impl Processor for Dispatcher {
         };
         context.emit_to_partition(&self.message_output, partition, &message.id, Some(&updated))?;
         if let Some(error) = error {
-            tracing::warn!(message_id = message.id, source = source.id, error, "message delivery failed");
+            tracing::warn!(
+                message_id = message.id,
+                source = source.id,
+                error,
+                "message delivery failed"
+            );
             let subject = Subject::Message(message.id.clone()).to_string();
             let record = Metadata {
                 subject: subject.clone(),
@@ -140,7 +145,10 @@ impl Dispatcher {
     fn deliver(&self, source: &Source, message: &Message, version: i64) -> Outcome {
         let Some(endpoint) = source.action_endpoint.as_deref() else {
             return Outcome::Failed {
-                error: format!("source {} has no action_endpoint to send messages to", source.id),
+                error: format!(
+                    "source {} has no action_endpoint to send messages to",
+                    source.id
+                ),
             };
         };
         let Some(secret_ref) = source.signing_secret_ref.as_deref() else {
@@ -148,9 +156,16 @@ impl Dispatcher {
                 error: format!("source {} has no signing secret", source.id),
             };
         };
-        let secret = match self.secret_key.derive(crate::SOURCE_SECRET_PURPOSE, secret_ref) {
+        let secret = match self
+            .secret_key
+            .derive(crate::SOURCE_SECRET_PURPOSE, secret_ref)
+        {
             Ok(secret) => secret,
-            Err(error) => return Outcome::Failed { error: error.to_string() },
+            Err(error) => {
+                return Outcome::Failed {
+                    error: error.to_string(),
+                };
+            }
         };
         let channel = self.channels.get(&message.channel_id);
         let body = json!({
@@ -177,7 +192,12 @@ impl Dispatcher {
         let mut last_error = String::new();
         for attempt in 1..=self.policy.max_attempts.max(1) {
             let timestamp = now_millis() / 1000;
-            let signature = signature_header(std::slice::from_ref(&secret), &webhook_id, timestamp, body.as_bytes());
+            let signature = signature_header(
+                std::slice::from_ref(&secret),
+                &webhook_id,
+                timestamp,
+                body.as_bytes(),
+            );
             let answer = self.runtime.block_on(async {
                 // Built inside the runtime: the timeout needs its timer.
                 let response = self
@@ -197,20 +217,37 @@ impl Dispatcher {
             });
             match answer {
                 Ok((status, text)) if status.is_success() => {
-                    let source_message_id = serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|answer| answer.get("source_message_id").and_then(Value::as_str).map(str::to_owned));
+                    let source_message_id =
+                        serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .and_then(|answer| {
+                                answer
+                                    .get("source_message_id")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_owned)
+                            });
                     return Outcome::Delivered { source_message_id };
                 }
                 Ok((status, text)) if !status.is_server_error() => {
                     return Outcome::Failed {
-                        error: format!("the action endpoint answered {status}: {}", truncate(&text)),
+                        error: format!(
+                            "the action endpoint answered {status}: {}",
+                            truncate(&text)
+                        ),
                     };
                 }
-                Ok((status, text)) => last_error = format!("the action endpoint answered {status}: {}", truncate(&text)),
+                Ok((status, text)) => {
+                    last_error =
+                        format!("the action endpoint answered {status}: {}", truncate(&text))
+                }
                 Err(error) => last_error = format!("calling the action endpoint failed: {error}"),
             }
-            tracing::info!(message_id = message.id, attempt, error = last_error, "message delivery attempt failed; retrying");
+            tracing::info!(
+                message_id = message.id,
+                attempt,
+                error = last_error,
+                "message delivery attempt failed; retrying"
+            );
             if attempt < self.policy.max_attempts {
                 std::thread::sleep(backoff);
                 backoff = backoff.saturating_mul(2);

@@ -11,7 +11,9 @@
 use clap::Parser;
 use eddy_schemas::catalog::{MESSAGES, METADATA, READ_RECEIPTS};
 use eddy_schemas::metadata::{Subject, UNREAD_COUNT};
-use eddy_schemas::{AvroSerde, Catalog, CatalogArgs, Message, Metadata, ReadReceipt, RegistryArgs, ValueType, ids};
+use eddy_schemas::{
+    AvroSerde, Catalog, CatalogArgs, Message, Metadata, ReadReceipt, RegistryArgs, ValueType, ids,
+};
 use eddy_service::kafka::KafkaArgs;
 use eddy_service::{ComponentConfig, ComponentInfo, Runtime, ServiceArgs, ServiceError};
 use eddy_streams::service::{StreamsArgs, supervise};
@@ -98,7 +100,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     topology.processor(move |_partition| counter.clone());
     let streams_config = config
         .streams
-        .config(config.kafka.clone())
+        .config_exactly_once_by_default(config.kafka.clone())
         .for_component(&runtime);
     let app = StreamsApp::start(streams_config, topology)
         .await
@@ -148,7 +150,9 @@ impl Processor for UnreadCounter {
             let Some(receipt) = receipt else {
                 return Ok(());
             };
-            let before = context.get(&self.unread, &conversation_id)?.unwrap_or_default();
+            let before = context
+                .get(&self.unread, &conversation_id)?
+                .unwrap_or_default();
             let after = Unread {
                 count: 0,
                 read_at: before.read_at.max(receipt.read_at),

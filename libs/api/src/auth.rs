@@ -16,7 +16,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
     match text.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
         _ => Err(ApiError::unauthorized(
@@ -73,11 +75,20 @@ mod tests {
     fn bearer_tokens_are_checked() {
         let mut headers = HeaderMap::new();
         assert!(require_token(&headers, "s3cret").is_err());
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wrong"),
+        );
         assert!(require_token(&headers, "s3cret").is_err());
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic s3cret"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic s3cret"),
+        );
         assert!(require_token(&headers, "s3cret").is_err());
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
         assert!(require_token(&headers, "s3cret").is_ok());
         assert!(token_matches_hash("abc", &token_hash("abc")));
         assert!(!token_matches_hash("abd", &token_hash("abc")));

@@ -44,9 +44,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     };
     let mut deserializer = serde_json::Deserializer::from_slice(text);
     match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
-        Ok(value) => deserializer.end().map(|()| value).map_err(|error| {
-            ApiError::bad_request(format!("the body is not valid JSON: {error}"))
-        }),
+        Ok(value) => deserializer
+            .end()
+            .map(|()| value)
+            .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}"))),
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();
@@ -58,7 +59,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 // A missing field is reported at the level that lacks it.
                 Err(ApiError::bad_request(strip_position(&inner.to_string())))
             } else {
-                Err(ApiError::bad_field(&path, strip_position(&inner.to_string())))
+                Err(ApiError::bad_field(
+                    &path,
+                    strip_position(&inner.to_string()),
+                ))
             }
         }
     }
@@ -94,14 +98,26 @@ mod tests {
         let error = parse_json::<Request>(br#"{"conversation_id": "c", "page_size": "x"}"#)
             .expect_err("bad type");
         assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
-        assert!(error.message.starts_with("page_size: invalid type"), "{}", error.message);
+        assert!(
+            error.message.starts_with("page_size: invalid type"),
+            "{}",
+            error.message
+        );
         let error = parse_json::<Request>(br#"{"page_size": 2}"#).expect_err("missing");
         assert_eq!(error.message, "missing field `conversation_id`");
         let error = parse_json::<Request>(br#"{"conversation_id": "c", "pagesize": 2}"#)
             .expect_err("unknown");
-        assert!(error.message.contains("unknown field `pagesize`"), "{}", error.message);
+        assert!(
+            error.message.contains("unknown field `pagesize`"),
+            "{}",
+            error.message
+        );
         let error = parse_json::<Request>(b"{not json").expect_err("syntax");
-        assert!(error.message.starts_with("the body is not valid JSON"), "{}", error.message);
+        assert!(
+            error.message.starts_with("the body is not valid JSON"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

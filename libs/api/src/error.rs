@@ -122,10 +122,9 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -142,7 +141,9 @@ impl From<QueryError> for ApiError {
             QueryError::NoOwner { .. } | QueryError::NotLocal { .. } => {
                 ApiError::unavailable("rebalancing", error.to_string())
             }
-            QueryError::Store(_) | QueryError::Serde(_) => ApiError::internal("reading state", &error),
+            QueryError::Store(_) | QueryError::Serde(_) => {
+                ApiError::internal("reading state", &error)
+            }
         }
     }
 }

@@ -107,7 +107,10 @@ async fn unknown_path(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_endpoint",
-        format!("there is no endpoint {} (see /openapi.json)", request.uri().path()),
+        format!(
+            "there is no endpoint {} (see /openapi.json)",
+            request.uri().path()
+        ),
     )
 }
 
@@ -132,12 +135,20 @@ struct HttpMetrics {
 impl HttpMetrics {
     fn register(runtime: &Runtime) -> Result<Self, ServiceError> {
         let requests = IntCounterVec::new(
-            Opts::new("eddy_http_requests_total", "API requests answered, by endpoint and status"),
+            Opts::new(
+                "eddy_http_requests_total",
+                "API requests answered, by endpoint and status",
+            ),
             &["endpoint", "status"],
         )?;
         let seconds = HistogramVec::new(
-            HistogramOpts::new("eddy_http_request_duration_seconds", "Time to answer an API request")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new(
+                "eddy_http_request_duration_seconds",
+                "Time to answer an API request",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["endpoint"],
         )?;
         let registry = runtime.metrics.registry();
@@ -147,7 +158,11 @@ impl HttpMetrics {
     }
 }
 
-async fn record_request(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+async fn record_request(
+    State(metrics): State<HttpMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let endpoint = request
         .extensions()
         .get::<MatchedPath>()

@@ -8,11 +8,15 @@ use crate::time::iso_millis;
 /// A channel: `{id, source, source_channel_id, connected, connected_at, metadata: {name,
 /// image_url?, ...user data}}`. `name` defaults to "<source> <last 5 characters of the id>".
 pub fn channel(channel: &Channel) -> Value {
-    let mut metadata = match serde_json::from_str::<Value>(channel.metadata.as_deref().unwrap_or("{}")) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    let name = channel.name.clone().unwrap_or_else(|| default_channel_name(channel));
+    let mut metadata =
+        match serde_json::from_str::<Value>(channel.metadata.as_deref().unwrap_or("{}")) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+    let name = channel
+        .name
+        .clone()
+        .unwrap_or_else(|| default_channel_name(channel));
     metadata.insert("name".to_owned(), Value::String(name));
     if let Some(image_url) = &channel.image_url {
         metadata.insert("image_url".to_owned(), Value::String(image_url.clone()));

@@ -77,14 +77,19 @@ impl std::fmt::Debug for RecordWriter {
 impl RecordWriter {
     /// A writer for `topics`, whose partition counts it reads once (partition counts never
     /// change: provisioning refuses to).
-    pub async fn new(kafka: &KafkaArgs, client_id: &str, topics: &[&str]) -> Result<Self, WriteError> {
-        let producer: FutureProducer = kafka
-            .producer_config(client_id)
-            .create()
-            .map_err(|source| WriteError::Kafka {
-                what: "creating the producer".to_owned(),
-                source,
-            })?;
+    pub async fn new(
+        kafka: &KafkaArgs,
+        client_id: &str,
+        topics: &[&str],
+    ) -> Result<Self, WriteError> {
+        let producer: FutureProducer =
+            kafka
+                .producer_config(client_id)
+                .create()
+                .map_err(|source| WriteError::Kafka {
+                    what: "creating the producer".to_owned(),
+                    source,
+                })?;
         let mut partitions = HashMap::new();
         for topic in topics {
             let metadata_producer = producer.clone();
@@ -152,7 +157,10 @@ impl RecordWriter {
     }
 
     /// Writes records concurrently; returns where each went, in order, or the first failure.
-    pub async fn send_all(&self, records: Vec<OutgoingRecord<'_>>) -> Result<Vec<Written>, WriteError> {
+    pub async fn send_all(
+        &self,
+        records: Vec<OutgoingRecord<'_>>,
+    ) -> Result<Vec<Written>, WriteError> {
         futures::future::join_all(records.into_iter().map(|record| self.send(record)))
             .await
             .into_iter()

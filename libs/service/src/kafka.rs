@@ -229,7 +229,13 @@ impl KafkaArgs {
         transactional_id: &str,
     ) -> ClientConfig {
         let mut config = self.producer_config(client_id);
-        config.set("transactional.id", transactional_id);
+        config
+            .set("transactional.id", transactional_id)
+            // A restarted instance takes over its predecessor's transactional id: the broker
+            // aborts the dead one's open transaction and answers "concurrent transactions"
+            // until it has. Retry that quickly (the default backoff grows to a second).
+            .set("retry.backoff.ms", "20")
+            .set("retry.backoff.max.ms", "200");
         config
     }
 
@@ -270,8 +276,10 @@ pub async fn wait_for_kafka(args: &KafkaArgs, client_id: &str, stop: &Cancellati
         let config = args.admin_config(client_id);
         let probe = tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = config.create()?;
+            // Metadata of one (absent) topic: enough to list the brokers, and cheap on a
+            // cluster with thousands of topics, where the metadata of all of them is not.
             consumer
-                .fetch_metadata(None, Duration::from_secs(5))
+                .fetch_metadata(Some("__eddy_reachability_probe"), Duration::from_secs(5))
                 .map(|metadata| metadata.brokers().len())
         });
         match probe.await {

@@ -227,17 +227,37 @@ impl StreamsApp {
                     message: "the topology has no processor".to_owned(),
                 })?;
         let application_id = topology.application_id.clone();
-        let partitions = input_partitions(&config.kafka, &topology.inputs).await?;
         let changelogs: Vec<String> = topology
             .stores
             .iter()
             .map(|store| changelog_topic(&application_id, store))
             .collect();
         let membership_topic = membership_topic(&application_id);
+        let dead_letters = dead_letter_topic(&application_id);
+        // One metadata client for the inputs and the internal topics.
+        let mut internal = changelogs.clone();
+        internal.push(dead_letters.clone());
+        internal.push(membership_topic.clone());
+        let counts = {
+            let kafka = config.kafka.clone();
+            let mut names = topology.inputs.clone();
+            names.extend(internal.iter().cloned());
+            tokio::task::spawn_blocking(move || partition_counts(&kafka, &names))
+                .await
+                .map_err(|_| StreamsError::ThreadPanicked)??
+        };
+        let (input_counts, internal_counts) = counts.split_at(topology.inputs.len());
+        let partitions = co_partitioned(input_counts)?;
+        let missing: Vec<String> = internal_counts
+            .iter()
+            .filter(|(_, count)| *count == 0)
+            .map(|(name, _)| name.clone())
+            .collect();
         create_internal_topics(
             &config.kafka,
+            &missing,
             &changelogs,
-            &dead_letter_topic(&application_id),
+            &dead_letters,
             &membership_topic,
             partitions,
         )
@@ -297,7 +317,7 @@ impl StreamsApp {
             partitions_dir: config.state_dir.join(&application_id),
             sink: RecordSink {
                 application_id: application_id.clone(),
-                producer,
+                producer: Arc::new(producer),
                 writer: config.component.clone(),
             },
             restore_consumer,
@@ -310,6 +330,7 @@ impl StreamsApp {
                 instance_id: instance_id.clone(),
                 address: config.advertised_address.clone(),
                 writer: config.component.clone(),
+                members: members.clone(),
                 producer: config
                     .kafka
                     .producer_config(&format!("{application_id}-membership"))
@@ -459,7 +480,10 @@ fn process_until_stopped(
     commit_interval: Duration,
 ) -> Result<(), StreamsError> {
     let lock = || tasks.lock().unwrap_or_else(PoisonError::into_inner);
-    lock().init_transactions()?;
+    // Exactly-once: registering the transactional producer waits for the broker to abort a
+    // dead predecessor's open transaction; that runs beside the group join and the restore,
+    // and processing waits for it only before its first transaction.
+    lock().start_init_transactions();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Rebalance callbacks run inside poll; the task lock is not held here.
@@ -488,54 +512,55 @@ fn process_until_stopped(
     Ok(())
 }
 
-/// The partition count shared by every input; an error if they differ.
-async fn input_partitions(kafka: &KafkaArgs, inputs: &[String]) -> Result<i32, StreamsError> {
-    let kafka = kafka.clone();
-    let inputs = inputs.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka
-            .consumer_config("streams-metadata", "streams-metadata")
-            .create()
-            .map_err(|error| StreamsError::kafka("creating a metadata client", error))?;
-        let mut counts = Vec::new();
-        for topic in &inputs {
+/// The partition count of each of `names` (0 for a topic the cluster does not have): one
+/// metadata request per topic on one client, cheap even on a cluster with thousands of topics.
+fn partition_counts(
+    kafka: &KafkaArgs,
+    names: &[String],
+) -> Result<Vec<(String, usize)>, StreamsError> {
+    let consumer: BaseConsumer = kafka
+        .admin_config("streams-metadata")
+        .create()
+        .map_err(|error| StreamsError::kafka("creating a metadata client", error))?;
+    names
+        .iter()
+        .map(|name| {
             let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(30))
-                .map_err(|error| StreamsError::kafka(format!("metadata of {topic}"), error))?;
-            let found = metadata
+                .fetch_metadata(Some(name), Duration::from_secs(30))
+                .map_err(|error| StreamsError::kafka(format!("metadata of {name}"), error))?;
+            let count = metadata
                 .topics()
-                .first()
-                .filter(|found| found.error().is_none());
-            let count = found.map(|found| found.partitions().len()).unwrap_or(0);
-            if count == 0 {
-                return Err(StreamsError::Topic {
-                    topic: topic.clone(),
-                    message: "input topic does not exist".to_owned(),
-                });
-            }
-            counts.push((topic.clone(), count));
-        }
-        let first = counts
-            .first()
-            .map(|(_, count)| *count)
-            .ok_or_else(|| StreamsError::Topic {
-                topic: String::new(),
-                message: "the topology has no input".to_owned(),
-            })?;
-        if counts.iter().any(|(_, count)| *count != first) {
-            let listing: Vec<String> = counts
                 .iter()
-                .map(|(topic, count)| format!("{topic} has {count}"))
-                .collect();
-            return Err(StreamsError::NotCoPartitioned(listing.join(", ")));
-        }
-        i32::try_from(first).map_err(|_| StreamsError::Topic {
-            topic: inputs[0].clone(),
-            message: "too many partitions".to_owned(),
+                .find(|topic| topic.name() == name && topic.error().is_none())
+                .map_or(0, |topic| topic.partitions().len());
+            Ok((name.clone(), count))
         })
+        .collect()
+}
+
+/// The partition count shared by every input; an error if one is missing or they differ.
+fn co_partitioned(counts: &[(String, usize)]) -> Result<i32, StreamsError> {
+    if let Some((topic, _)) = counts.iter().find(|(_, count)| *count == 0) {
+        return Err(StreamsError::Topic {
+            topic: topic.clone(),
+            message: "input topic does not exist".to_owned(),
+        });
+    }
+    let (first_topic, first) = counts.first().ok_or_else(|| StreamsError::Topic {
+        topic: String::new(),
+        message: "the topology has no input".to_owned(),
+    })?;
+    if counts.iter().any(|(_, count)| count != first) {
+        let listing: Vec<String> = counts
+            .iter()
+            .map(|(topic, count)| format!("{topic} has {count}"))
+            .collect();
+        return Err(StreamsError::NotCoPartitioned(listing.join(", ")));
+    }
+    i32::try_from(*first).map_err(|_| StreamsError::Topic {
+        topic: first_topic.clone(),
+        message: "too many partitions".to_owned(),
     })
-    .await
-    .map_err(|_| StreamsError::ThreadPanicked)?
 }
 
 /// An instance id for membership when none is configured: host name and process id.
@@ -555,17 +580,23 @@ pub fn dead_letter_topic(application_id: &str) -> String {
 /// topic (one partition, time-retained) where missing.
 async fn create_internal_topics(
     kafka: &KafkaArgs,
+    missing: &[String],
     changelogs: &[String],
     dead_letter: &str,
     membership: &str,
     partitions: i32,
 ) -> Result<(), StreamsError> {
+    // On a restart every internal topic exists: nothing to create, no admin round trip.
+    if missing.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = kafka
         .admin_config("streams-admin")
         .create()
         .map_err(|error| StreamsError::kafka("creating an admin client", error))?;
     let mut topics: Vec<NewTopic<'_>> = changelogs
         .iter()
+        .filter(|name| missing.contains(name))
         .map(|name| {
             NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact")
@@ -573,10 +604,15 @@ async fn create_internal_topics(
                 .set("segment.bytes", "104857600")
         })
         .collect();
-    topics.push(NewTopic::new(dead_letter, 1, TopicReplication::Fixed(-1)));
-    topics.push(
-        NewTopic::new(membership, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact"),
-    );
+    if missing.iter().any(|name| name == dead_letter) {
+        topics.push(NewTopic::new(dead_letter, 1, TopicReplication::Fixed(-1)));
+    }
+    if missing.iter().any(|name| name == membership) {
+        topics.push(
+            NewTopic::new(membership, 1, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact"),
+        );
+    }
     let results = admin
         .create_topics(
             &topics,

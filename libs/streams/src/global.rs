@@ -76,10 +76,17 @@ where
         let consumer: BaseConsumer = kafka
             .consumer_config(client_id, &format!("{client_id}-global-unused"))
             .create()
-            .map_err(|error| StreamsError::kafka(format!("creating the reader of global table {topic}"), error))?;
+            .map_err(|error| {
+                StreamsError::kafka(
+                    format!("creating the reader of global table {topic}"),
+                    error,
+                )
+            })?;
         let metadata = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(|error| StreamsError::kafka(format!("reading the partitions of {topic}"), error))?;
+            .map_err(|error| {
+                StreamsError::kafka(format!("reading the partitions of {topic}"), error)
+            })?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
@@ -97,7 +104,9 @@ where
         for &partition in &partitions {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-                .map_err(|error| StreamsError::kafka(format!("reading the end offsets of {topic}"), error))?;
+                .map_err(|error| {
+                    StreamsError::kafka(format!("reading the end offsets of {topic}"), error)
+                })?;
             targets.insert(partition, high);
             assignment
                 .add_partition_offset(topic, partition, Offset::Offset(low))

@@ -31,6 +31,9 @@ pub(crate) struct MembershipPublisher {
     pub(crate) producer: ThreadedProducer<DefaultProducerContext>,
     /// `<component>/<version>` for the envelope headers.
     pub(crate) writer: String,
+    /// Everyone's entries as read back from the topic; this instance's own entry is updated at
+    /// once, so its own queries see its partitions the moment it owns them.
+    pub(crate) members: Members,
 }
 
 impl MembershipPublisher {
@@ -46,7 +49,12 @@ impl MembershipPublisher {
         };
         let value = serde_json::to_vec(&info)
             .map_err(|error| StreamsError::Produce(format!("membership entry: {error}")))?;
-        self.send(Some(&value))
+        self.send(Some(&value))?;
+        self.members
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(info.instance_id.clone(), info);
+        Ok(())
     }
 
     /// Deletes this instance's entry and waits until that is written.

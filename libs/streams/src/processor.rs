@@ -60,7 +60,9 @@ impl From<StreamsError> for ProcessorError {
 /// Where records go: output topics and changelogs, through one idempotent producer.
 pub(crate) struct RecordSink {
     pub(crate) application_id: String,
-    pub(crate) producer: ThreadedProducer<DeliveryTracker>,
+    /// Shared so exactly-once can register it with the broker on a thread of its own while
+    /// stores restore.
+    pub(crate) producer: Arc<ThreadedProducer<DeliveryTracker>>,
     /// `<component>/<version>`, the `eddy-producer` header of every record written.
     pub(crate) writer: String,
 }

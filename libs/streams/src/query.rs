@@ -312,6 +312,13 @@ impl Queries {
         Ok(entries)
     }
 
+    /// Ok while the application is RUNNING (every partition it owns is open and restored):
+    /// answer from local state only then. Before, a handler that walks the local partitions
+    /// would see none and answer an empty list instead of "not ready".
+    pub fn ensure_running(&self) -> Result<(), QueryError> {
+        self.require_running("every")
+    }
+
     /// True if this request was forwarded by another instance (answer from local state only).
     pub fn is_forwarded(headers: &axum::http::HeaderMap) -> bool {
         headers.contains_key(FORWARDED_HEADER)
@@ -482,8 +489,9 @@ pub async fn forward_bytes(
     }
 }
 
-/// Another instance's answer as this instance's response.
-async fn relay(answer: reqwest::Response) -> Response {
+/// Another server's answer as this server's response: status, headers (but the hop-by-hop
+/// framing ones) and body.
+pub async fn relay(answer: reqwest::Response) -> Response {
     let status = answer.status();
     let headers = answer.headers().clone();
     let bytes = answer.bytes().await.unwrap_or_default();

@@ -20,7 +20,8 @@ pub struct StreamsArgs {
     pub state_dir: PathBuf,
 
     /// How often processed input offsets are committed.
-    #[arg(long, env = "EDDY_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    /// Under exactly-once this is also how soon processed records show in queries.
+    #[arg(long, env = "EDDY_COMMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub commit_interval: Duration,
 
     /// Stable id of this instance (the pod name in a StatefulSet).
@@ -50,14 +51,10 @@ pub struct StreamsArgs {
     #[arg(long, env = "EDDY_ADVERTISED_ADDRESS")]
     pub advertised_address: Option<String>,
 
-    /// at-least-once (default) or exactly-once (Kafka transactions).
-    #[arg(
-        long,
-        env = "EDDY_PROCESSING_GUARANTEE",
-        value_enum,
-        default_value = "at-least-once"
-    )]
-    pub guarantee: ProcessingGuarantee,
+    /// at-least-once or exactly-once (Kafka transactions); unset: the component's default
+    /// (exactly-once where several stores must agree after a crash).
+    #[arg(long, env = "EDDY_PROCESSING_GUARANTEE", value_enum)]
+    pub guarantee: Option<ProcessingGuarantee>,
 
     /// How long state of partitions no longer owned is kept before it is deleted.
     #[arg(long, env = "EDDY_STATE_CLEANUP_DELAY", default_value = "10m", value_parser = parse_duration)]
@@ -65,6 +62,18 @@ pub struct StreamsArgs {
 }
 
 impl StreamsArgs {
+    /// The configuration of an application whose stores must agree with each other after a
+    /// crash: exactly-once unless `EDDY_PROCESSING_GUARANTEE` says otherwise. (Under
+    /// at-least-once each store's changelog is written on its own, so a kill -9 can keep one
+    /// store's update of a record and lose another's; the replayed record then sees
+    /// half-applied state. Transactions commit every store's changelog, and the input offsets,
+    /// together.)
+    pub fn config_exactly_once_by_default(&self, kafka: KafkaArgs) -> StreamsConfig {
+        let mut config = self.config(kafka);
+        config.guarantee = self.guarantee.unwrap_or(ProcessingGuarantee::ExactlyOnce);
+        config
+    }
+
     /// The application's configuration; tie it to the component with
     /// [`StreamsConfig::for_component`] (metrics registry and envelope producer name).
     pub fn config(&self, kafka: KafkaArgs) -> StreamsConfig {
@@ -78,7 +87,7 @@ impl StreamsArgs {
             max_retries: self.max_retries,
             metrics_registry: None,
             advertised_address: self.advertised_address.clone(),
-            guarantee: self.guarantee,
+            guarantee: self.guarantee.unwrap_or(ProcessingGuarantee::AtLeastOnce),
             state_cleanup_delay: self.state_cleanup_delay,
             component: format!("eddy-streams/{}", env!("CARGO_PKG_VERSION")),
         }

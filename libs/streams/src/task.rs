@@ -31,8 +31,83 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Under exactly-once, how often store checkpoints are written (commits are far more frequent).
 pub const EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A store of a newly assigned partition, checked against its changelog.
+struct PreparedStore {
+    name: String,
+    changelog: String,
+    store: PartitionStore,
+    /// Where its restore starts (its checkpoint, or the changelog's first offset).
+    start: i64,
+    /// The changelog's end when the partition was assigned.
+    high: i64,
+    checkpoint: Option<i64>,
+}
+
+/// One changelog partition to read into a store.
+struct RestoreJob<'a> {
+    store: &'a PartitionStore,
+    changelog: String,
+    partition: i32,
+    start: i64,
+    end: i64,
+}
+
+/// How far one restore job has come.
+struct RestoreProgress {
+    batch: WriteBatch,
+    restored: u64,
+    done: bool,
+    remaining: prometheus::IntGauge,
+}
+
+/// Stores opened for new partitions, with their changelogs' (low, high) offsets.
+type OpenedStores = HashMap<i32, HashMap<String, (PartitionStore, (i64, i64))>>;
+
 /// How long a just-created changelog may take to answer for its offsets.
 const WATERMARKS_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The (first, end) offsets of many changelog partitions in two ListOffsets requests. The end
+/// is the last stable offset for this read-committed consumer: under exactly-once, records of
+/// a dead predecessor's open transaction lie beyond it and will be aborted. Partitions the
+/// broker did not answer for are left out (the caller asks for them one by one).
+fn changelog_bounds<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    changelogs: &[(i32, String, String)],
+) -> HashMap<(String, i32), (i64, i64)> {
+    let lookup = |wanted: Offset| -> HashMap<(String, i32), i64> {
+        let mut list = TopicPartitionList::new();
+        for (partition, _, changelog) in changelogs {
+            if list
+                .add_partition_offset(changelog, *partition, wanted)
+                .is_err()
+            {
+                return HashMap::new();
+            }
+        }
+        match consumer.offsets_for_times(list, Duration::from_secs(10)) {
+            Ok(found) => found
+                .elements()
+                .iter()
+                .filter(|element| element.error().is_ok())
+                .filter_map(|element| match element.offset() {
+                    Offset::Offset(offset) if offset >= 0 => {
+                        Some(((element.topic().to_owned(), element.partition()), offset))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            Err(error) => {
+                tracing::debug!(error = %error, "listing changelog offsets failed; asking per partition");
+                HashMap::new()
+            }
+        }
+    };
+    let lows = lookup(Offset::Beginning);
+    let highs = lookup(Offset::End);
+    lows.into_iter()
+        .filter_map(|(key, low)| highs.get(&key).map(|high| (key, (low, *high))))
+        .collect()
+}
 
 /// The low and high offsets of a changelog partition. A topic created a moment ago can answer
 /// "unknown partition" or "leader not available" until its metadata has spread: retry those
@@ -154,6 +229,9 @@ pub(crate) struct TaskManager {
     released: HashMap<i32, Instant>,
     /// Exactly-once: a transaction is open (records were sent since the last commit).
     in_transaction: bool,
+    /// Exactly-once: the registration of the transactional producer, while it runs.
+    transactions_ready:
+        Option<Result<std::thread::JoinHandle<Result<(), StreamsError>>, StreamsError>>,
     last_checkpoint: Instant,
     /// A failure inside a rebalance callback, raised by the processing loop.
     pub(crate) fatal: Option<StreamsError>,
@@ -201,6 +279,7 @@ impl TaskManager {
             state_cleanup_delay: parts.state_cleanup_delay,
             released: HashMap::new(),
             in_transaction: false,
+            transactions_ready: None,
             last_checkpoint: Instant::now(),
             fatal: None,
         }
@@ -231,9 +310,34 @@ impl TaskManager {
             .filter(|partition| !self.tasks.contains_key(partition))
             .collect();
         let mut opened = self.open_stores_of(&new_partitions)?;
-        for partition in new_partitions {
-            let stores = opened.remove(&partition).unwrap_or_default();
-            let task = self.open_task(partition, stores)?;
+        let mut prepared = Vec::with_capacity(new_partitions.len());
+        for partition in &new_partitions {
+            let stores = opened.remove(partition).unwrap_or_default();
+            prepared.push((*partition, self.prepare_stores(*partition, stores)?));
+        }
+        // Every changelog partition to catch up, read in one pass.
+        let jobs: Vec<RestoreJob<'_>> = prepared
+            .iter()
+            .flat_map(|(partition, stores)| {
+                stores
+                    .iter()
+                    .filter(|prepared| prepared.start < prepared.high)
+                    .map(|prepared| RestoreJob {
+                        store: &prepared.store,
+                        changelog: prepared.changelog.clone(),
+                        partition: *partition,
+                        start: prepared.start,
+                        end: prepared.high,
+                    })
+            })
+            .collect();
+        self.restore_all(&jobs)?;
+        drop(jobs);
+        // No checkpoint now: flushing and syncing every store would cost a restart more than
+        // the restore itself. The checkpoints on disk stay valid (local data only went further),
+        // and the next periodic checkpoint records the new position.
+        for (partition, stores) in prepared {
+            let task = self.make_task(partition, stores);
             {
                 let mut open = self
                     .open_stores
@@ -256,10 +360,7 @@ impl TaskManager {
     /// Opens every store of `partitions` at once, on a thread each: opening a RocksDB costs
     /// milliseconds of file work, and a restart opens one per store and partition, so doing
     /// them side by side is what keeps a restart under a second.
-    fn open_stores_of(
-        &self,
-        partitions: &[i32],
-    ) -> Result<HashMap<i32, HashMap<String, PartitionStore>>, StreamsError> {
+    fn open_stores_of(&self, partitions: &[i32]) -> Result<OpenedStores, StreamsError> {
         let wal = self.guarantee == ProcessingGuarantee::ExactlyOnce;
         let wanted: Vec<(i32, String)> = partitions
             .iter()
@@ -269,6 +370,7 @@ impl TaskManager {
                     .map(move |name| (*partition, name.clone()))
             })
             .collect();
+        let mut watermarks = HashMap::new();
         let results: Vec<(i32, String, Result<PartitionStore, StreamsError>)> =
             std::thread::scope(|scope| {
                 let handles: Vec<_> = wanted
@@ -280,6 +382,26 @@ impl TaskManager {
                         })
                     })
                     .collect();
+                // Meanwhile, where each changelog starts and ends: two requests for all of
+                // them, or one per partition if the broker does not answer those.
+                let all: Vec<(i32, String, String)> = wanted
+                    .iter()
+                    .map(|(partition, name)| {
+                        (
+                            *partition,
+                            name.clone(),
+                            changelog_topic(&self.application_id, name),
+                        )
+                    })
+                    .collect();
+                let batched = changelog_bounds(&self.restore_consumer, &all);
+                for (partition, name, changelog) in &all {
+                    let bounds = match batched.get(&(changelog.clone(), *partition)) {
+                        Some(bounds) => Ok(*bounds),
+                        None => changelog_watermarks(&self.restore_consumer, changelog, *partition),
+                    };
+                    watermarks.insert((*partition, name.clone()), bounds);
+                }
                 wanted
                     .iter()
                     .zip(handles)
@@ -294,28 +416,38 @@ impl TaskManager {
                     })
                     .collect()
             });
-        let mut opened: HashMap<i32, HashMap<String, PartitionStore>> = HashMap::new();
+        let mut opened: OpenedStores = HashMap::new();
         for (partition, name, store) in results {
-            opened.entry(partition).or_default().insert(name, store?);
+            let bounds = watermarks
+                .remove(&(partition, name.clone()))
+                .ok_or_else(|| StreamsError::UnknownStore(name.clone()))??;
+            opened
+                .entry(partition)
+                .or_default()
+                .insert(name, (store?, bounds));
         }
         Ok(opened)
     }
 
-    fn open_task(
+    /// Checks the opened stores of `partition` against their changelogs: where each must
+    /// restore from (its checkpoint, or the changelog's start), and a store whose checkpoint is
+    /// ahead of its changelog (the topic was recreated) wiped first.
+    fn prepare_stores(
         &mut self,
         partition: i32,
-        mut opened: HashMap<String, PartitionStore>,
-    ) -> Result<Task, StreamsError> {
+        mut opened: HashMap<String, (PartitionStore, (i64, i64))>,
+    ) -> Result<Vec<PreparedStore>, StreamsError> {
         let partition_dir = self.partitions_dir.join(partition.to_string());
-        let mut stores = HashMap::new();
-        let mut checkpointed = HashMap::new();
+        let wal = self.guarantee == ProcessingGuarantee::ExactlyOnce;
+        let mut prepared = Vec::with_capacity(self.store_names.len());
         for name in self.store_names.clone() {
             let changelog = changelog_topic(&self.application_id, &name);
-            let (low, high) = changelog_watermarks(&self.restore_consumer, &changelog, partition)?;
-            let wal = self.guarantee == ProcessingGuarantee::ExactlyOnce;
-            let mut store = match opened.remove(&name) {
-                Some(store) => store,
-                None => PartitionStore::open_with_wal(&partition_dir, &name, partition, wal)?,
+            let (mut store, (low, high)) = match opened.remove(&name) {
+                Some(opened) => opened,
+                None => (
+                    PartitionStore::open_with_wal(&partition_dir, &name, partition, wal)?,
+                    changelog_watermarks(&self.restore_consumer, &changelog, partition)?,
+                ),
             };
             if let Some(checkpoint) = store.checkpoint()?
                 && checkpoint > high
@@ -331,101 +463,145 @@ impl TaskManager {
                 store = PartitionStore::open_with_wal(&partition_dir, &name, partition, wal)?;
             }
             let checkpoint = store.checkpoint()?;
-            let start = checkpoint.unwrap_or(low).max(low);
-            if start < high {
-                self.restore(&store, &changelog, partition, start, high)?;
-            }
-            // A store already at the end needs no new checkpoint (and no flush).
-            if checkpoint != Some(high) {
-                store.write_checkpoint(high)?;
-            }
-            checkpointed.insert(name.clone(), high);
-            stores.insert(
+            prepared.push(PreparedStore {
                 name,
+                changelog,
+                start: checkpoint.unwrap_or(low).max(low),
+                high,
+                checkpoint,
+                store,
+            });
+        }
+        Ok(prepared)
+    }
+
+    fn make_task(&mut self, partition: i32, prepared: Vec<PreparedStore>) -> Task {
+        let wal = self.guarantee == ProcessingGuarantee::ExactlyOnce;
+        let mut stores = HashMap::new();
+        let mut checkpointed = HashMap::new();
+        for store in prepared {
+            // What the checkpoint file says (the next checkpoint moves it on).
+            checkpointed.insert(store.name.clone(), store.checkpoint.unwrap_or(-1));
+            stores.insert(
+                store.name,
                 TaskStore {
-                    store: Arc::new(store),
+                    store: Arc::new(store.store),
                     pending: wal.then(BTreeMap::new),
                 },
             );
         }
-        Ok(Task {
+        Task {
             partition,
             stores,
             processor: (self.processor_factory)(partition),
             next_offsets: HashMap::new(),
             checkpointed,
-        })
+        }
     }
 
-    /// Reads changelog `topic`/`partition` from `start` up to `end` into `store`, in write
-    /// batches without the WAL.
-    fn restore(
-        &self,
-        store: &PartitionStore,
-        topic: &str,
-        partition: i32,
-        start: i64,
-        end: i64,
-    ) -> Result<(), StreamsError> {
+    /// Reads every job's changelog partition from its start up to its end into its store, in
+    /// write batches without the WAL, with one assignment of all of them: the restore of a
+    /// restart costs a few fetches, not a round trip per store.
+    fn restore_all(&self, jobs: &[RestoreJob<'_>]) -> Result<(), StreamsError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let began = Instant::now();
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, partition, Offset::Offset(start))
-            .map_err(|error| StreamsError::kafka("restore assignment", error))?;
-        self.restore_consumer.assign(&assignment).map_err(|error| {
-            StreamsError::kafka(format!("assigning {topic}/{partition} for restore"), error)
-        })?;
-        let remaining = self
-            .metrics
-            .restore_remaining
-            .with_label_values(&[store.name(), &partition.to_string()]);
-        remaining.set(end - start);
-        let mut batch = WriteBatch::default();
-        let mut restored = 0_u64;
+        let mut index = HashMap::new();
+        let mut progress = Vec::with_capacity(jobs.len());
+        for (position, job) in jobs.iter().enumerate() {
+            assignment
+                .add_partition_offset(&job.changelog, job.partition, Offset::Offset(job.start))
+                .map_err(|error| StreamsError::kafka("restore assignment", error))?;
+            index.insert((job.changelog.as_str(), job.partition), position);
+            let remaining = self
+                .metrics
+                .restore_remaining
+                .with_label_values(&[job.store.name(), &job.partition.to_string()]);
+            remaining.set(job.end - job.start);
+            progress.push(RestoreProgress {
+                batch: WriteBatch::default(),
+                restored: 0,
+                done: false,
+                remaining,
+            });
+        }
+        self.restore_consumer
+            .assign(&assignment)
+            .map_err(|error| StreamsError::kafka("assigning changelogs for restore", error))?;
+        let finish =
+            |job: &RestoreJob<'_>, progress: &mut RestoreProgress| -> Result<(), StreamsError> {
+                progress.restored += progress.batch.len() as u64;
+                job.store.write_batch(std::mem::take(&mut progress.batch))?;
+                progress.remaining.set(0);
+                progress.done = true;
+                Ok(())
+            };
+        let mut open_jobs = jobs.len();
         let mut last_progress = Instant::now();
-        loop {
-            match self.restore_consumer.poll(Duration::from_millis(100)) {
+        while open_jobs > 0 {
+            // A short poll: under exactly-once a changelog ends with a transaction marker that
+            // is never delivered, so the end is found from the position after an empty poll.
+            match self.restore_consumer.poll(Duration::from_millis(2)) {
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
+                    let Some(&position) = index.get(&(message.topic(), message.partition())) else {
+                        continue;
+                    };
+                    let (job, state) = (&jobs[position], &mut progress[position]);
+                    if state.done {
+                        continue;
+                    }
                     if let Some(key) = message.key() {
                         match message.payload() {
-                            Some(value) => batch.put(key, value),
-                            None => batch.delete(key),
+                            Some(value) => state.batch.put(key, value),
+                            None => state.batch.delete(key),
                         }
                     }
-                    let done = message.offset() + 1 >= end;
-                    if batch.len() >= RESTORE_BATCH || done {
-                        restored += batch.len() as u64;
-                        store.write_batch(std::mem::take(&mut batch))?;
-                        remaining.set(end - message.offset() - 1);
-                    }
-                    if done {
-                        break;
+                    if message.offset() + 1 >= job.end {
+                        finish(job, state)?;
+                        open_jobs -= 1;
+                    } else if state.batch.len() >= RESTORE_BATCH {
+                        state.restored += state.batch.len() as u64;
+                        job.store.write_batch(std::mem::take(&mut state.batch))?;
+                        state.remaining.set(job.end - message.offset() - 1);
                     }
                 }
                 Some(Err(error)) => {
-                    return Err(StreamsError::kafka(
-                        format!("restoring {topic}/{partition}"),
-                        error,
-                    ));
+                    return Err(StreamsError::kafka("restoring changelogs", error));
                 }
                 None => {
-                    // Transaction markers at the end of the log are never delivered as messages.
-                    let position = self.restore_consumer.position().ok().and_then(|positions| {
-                        positions
-                            .find_partition(topic, partition)
-                            .and_then(|element| element.offset().to_raw())
-                    });
-                    if position.is_some_and(|position| position >= end) {
-                        restored += batch.len() as u64;
-                        store.write_batch(std::mem::take(&mut batch))?;
-                        break;
+                    // Transaction markers at the end of a log are never delivered as messages.
+                    let positions = self.restore_consumer.position().ok();
+                    for (position, job) in jobs.iter().enumerate() {
+                        let state = &mut progress[position];
+                        if state.done {
+                            continue;
+                        }
+                        let at = positions.as_ref().and_then(|positions| {
+                            positions
+                                .find_partition(&job.changelog, job.partition)
+                                .and_then(|element| element.offset().to_raw())
+                        });
+                        if at.is_some_and(|at| at >= job.end) {
+                            finish(job, state)?;
+                            open_jobs -= 1;
+                        }
                     }
-                    if last_progress.elapsed() > RESTORE_STALL_TIMEOUT {
+                    if open_jobs > 0 && last_progress.elapsed() > RESTORE_STALL_TIMEOUT {
+                        let stalled: Vec<String> = jobs
+                            .iter()
+                            .zip(&progress)
+                            .filter(|(_, state)| !state.done)
+                            .map(|(job, _)| {
+                                format!("{}/{} (end {})", job.changelog, job.partition, job.end)
+                            })
+                            .collect();
                         return Err(StreamsError::Topic {
-                            topic: topic.to_owned(),
+                            topic: stalled.join(", "),
                             message: format!(
-                                "restore of partition {partition} made no progress for {RESTORE_STALL_TIMEOUT:?} (at {position:?}, end {end})"
+                                "restore made no progress for {RESTORE_STALL_TIMEOUT:?}"
                             ),
                         });
                     }
@@ -435,23 +611,28 @@ impl TaskManager {
         self.restore_consumer
             .unassign()
             .map_err(|error| StreamsError::kafka("ending restore", error))?;
-        self.metrics.record_restored(store.name(), restored);
-        self.metrics
-            .restore_duration
-            .with_label_values(&[store.name()])
-            .observe(began.elapsed().as_secs_f64());
-        self.metrics
-            .restore_remaining
-            .with_label_values(&[store.name(), &partition.to_string()])
-            .set(0);
+        let elapsed = began.elapsed();
+        for (job, state) in jobs.iter().zip(&progress) {
+            self.metrics
+                .record_restored(job.store.name(), state.restored);
+            self.metrics
+                .restore_duration
+                .with_label_values(&[job.store.name()])
+                .observe(elapsed.as_secs_f64());
+            tracing::info!(
+                store = job.store.name(),
+                partition = job.partition,
+                from = job.start,
+                to = job.end,
+                records = state.restored,
+                "restored"
+            );
+        }
         tracing::info!(
-            store = store.name(),
-            partition,
-            from = start,
-            to = end,
-            records = restored,
-            elapsed_ms = began.elapsed().as_millis() as u64,
-            "restored"
+            changelog_partitions = jobs.len(),
+            records = progress.iter().map(|state| state.restored).sum::<u64>(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "restore finished"
         );
         Ok(())
     }
@@ -459,6 +640,7 @@ impl TaskManager {
     /// Runs one input record through its task's processor.
     pub(crate) fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), StreamsError> {
         let partition = message.partition();
+        self.await_transactions()?;
         let Some(task) = self.tasks.get_mut(&partition) else {
             tracing::warn!(
                 topic = message.topic(),
@@ -710,16 +892,34 @@ impl TaskManager {
         }
     }
 
-    /// Exactly-once: registers the transactional producer with the broker, fencing (and
-    /// aborting the open transaction of) an earlier incarnation of this instance.
-    pub(crate) fn init_transactions(&self) -> Result<(), StreamsError> {
-        if self.guarantee == ProcessingGuarantee::ExactlyOnce {
-            self.sink
-                .producer
-                .init_transactions(FLUSH_TIMEOUT)
-                .map_err(|error| StreamsError::kafka("initializing transactions", error))?;
+    /// Exactly-once: starts registering the transactional producer with the broker, fencing
+    /// (and aborting the open transaction of) an earlier incarnation of this instance, on a
+    /// thread of its own. [`Self::await_transactions`] waits for it.
+    pub(crate) fn start_init_transactions(&mut self) {
+        if self.guarantee != ProcessingGuarantee::ExactlyOnce {
+            return;
         }
-        Ok(())
+        let producer = Arc::clone(&self.sink.producer);
+        let spawned = std::thread::Builder::new()
+            .name("init-transactions".to_owned())
+            .spawn(move || {
+                producer
+                    .init_transactions(FLUSH_TIMEOUT)
+                    .map_err(|error| StreamsError::kafka("initializing transactions", error))
+            });
+        self.transactions_ready = Some(spawned.map_err(|source| StreamsError::Io {
+            what: "starting the transaction set-up".to_owned(),
+            source,
+        }));
+    }
+
+    /// Waits until the transactional producer is registered (once; later calls return at once).
+    fn await_transactions(&mut self) -> Result<(), StreamsError> {
+        match self.transactions_ready.take() {
+            None => Ok(()),
+            Some(Err(error)) => Err(error),
+            Some(Ok(handle)) => handle.join().map_err(|_| StreamsError::ThreadPanicked)?,
+        }
     }
 
     /// Removes this instance from the membership topic and waits for that to be written.

@@ -51,7 +51,12 @@ pub fn repo_dir() -> PathBuf {
                 .canonicalize()
                 .ok()
         })
-        .unwrap_or_else(|| panic!("cannot find the workspace root above {}", started_from.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "cannot find the workspace root above {}",
+                started_from.display()
+            )
+        })
 }
 
 fn start_stack() -> Stack {

@@ -128,7 +128,12 @@ fn unreachable_hmac() -> Hmac<Sha256> {
 
 /// The `webhook-signature` header value for a message signed with every secret in `secrets`
 /// (the current one and, during a rotation, the previous ones).
-pub fn signature_header(secrets: &[SigningSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header(
+    secrets: &[SigningSecret],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     secrets
         .iter()
         .map(|secret| secret.sign(id, timestamp, body))
@@ -166,7 +171,8 @@ impl SecretKey {
         if !reference.starts_with(REFERENCE_PREFIX) {
             return Err(SigningError::UnknownReference(reference.to_owned()));
         }
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
         mac.update(reference.as_bytes());
@@ -181,7 +187,8 @@ mod tests {
     /// The example of the Standard Webhooks specification's reference implementations.
     #[test]
     fn signs_like_the_reference_implementation() {
-        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+        let secret =
+            SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
         let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
         let timestamp = 1_614_265_330;
         let body = br#"{"test": 2432232314}"#;
@@ -189,8 +196,11 @@ mod tests {
             secret.sign(id, timestamp, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
-        let header = signature_header(&[secret.clone()], id, timestamp, body);
-        assert_eq!(secret.verify(id, timestamp, body, &header, timestamp + 10, 300), Ok(()));
+        let header = signature_header(std::slice::from_ref(&secret), id, timestamp, body);
+        assert_eq!(
+            secret.verify(id, timestamp, body, &header, timestamp + 10, 300),
+            Ok(())
+        );
         assert_eq!(
             secret.verify(id, timestamp, b"{}", &header, timestamp, 300),
             Err(SigningError::Mismatch)

@@ -59,7 +59,10 @@ impl Platform {
 
     /// The full name of a catalog dataset's topic.
     pub fn topic(&self, dataset: &str) -> String {
-        self.catalog.name(dataset).expect("catalog topic").to_owned()
+        self.catalog
+            .name(dataset)
+            .expect("catalog topic")
+            .to_owned()
     }
 
     /// Starts workspace binary `binary` as instance `instance` with its own ports and state dir.
@@ -102,7 +105,7 @@ impl Platform {
             )
             .env("EDDY_STATE_DIR", &settings.state_dir)
             .env("EDDY_INSTANCE_ID", &settings.instance)
-            .env("EDDY_COMMIT_INTERVAL", "200ms")
+            .env("EDDY_COMMIT_INTERVAL", "100ms")
             .env("EDDY_LOG_FORMAT", "text");
         for (key, value) in &settings.env {
             command = command.env(key, value);
@@ -187,7 +190,11 @@ impl Component {
         let client = reqwest::Client::new();
         let url = format!("{}/ready", self.admin_url());
         loop {
-            if let Ok(answer) = client.get(&url).timeout(Duration::from_secs(2)).send().await
+            if let Ok(answer) = client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
                 && answer.status() == 200
             {
                 return started.elapsed();
@@ -231,7 +238,10 @@ impl Exchanges {
     }
 
     pub fn all(&self) -> Vec<Exchange> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -273,7 +283,8 @@ impl Api {
 
     /// POSTs `body` as JSON to `path`.
     pub async fn call(&self, path: &str, body: Value) -> Answer {
-        self.call_raw(path, body.to_string().into_bytes(), &[]).await
+        self.call_raw(path, body.to_string().into_bytes(), &[])
+            .await
     }
 
     /// POSTs raw bytes with extra headers.
@@ -330,7 +341,10 @@ pub fn check_openapi(exchanges: &Exchanges, component: &str, document: &Path) {
             json!({"path": exchange.path, "status": exchange.status, "body": exchange.body})
         })
         .collect();
-    assert!(!recorded.is_empty(), "no exchanges with {component} recorded");
+    assert!(
+        !recorded.is_empty(),
+        "no exchanges with {component} recorded"
+    );
     let input = tempfile_with(&Value::Array(recorded).to_string());
     let script = repo_dir().join("tests/e2e/python/check_openapi.py");
     let output = std::process::Command::new(python_tools())
@@ -339,6 +353,7 @@ pub fn check_openapi(exchanges: &Exchanges, component: &str, document: &Path) {
         .arg(&input)
         .output()
         .expect("python runs");
+    let _ = std::fs::remove_file(&input);
     assert!(
         output.status.success(),
         "answers of {component} do not match {}:\n{}{}",
@@ -348,7 +363,7 @@ pub fn check_openapi(exchanges: &Exchanges, component: &str, document: &Path) {
     );
 }
 
-/// Writes `text` to a temporary file that lives until the process ends.
+/// Writes `text` to a temporary file (the caller removes it).
 fn tempfile_with(text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
         "eddy-e2e-{}-{}.json",
@@ -382,6 +397,7 @@ pub fn verify_with_standard_webhooks(secret: &str, calls: &[ReceivedCall]) {
         .arg(&input)
         .output()
         .expect("python runs");
+    let _ = std::fs::remove_file(&input);
     assert!(
         output.status.success(),
         "signature check failed:\n{}{}",
@@ -440,7 +456,11 @@ impl ActionEndpoint {
     }
 
     /// Waits until at least `count` calls arrived; `None` if `timeout` passes first.
-    pub async fn wait_for_calls(&self, count: usize, timeout: Duration) -> Option<Vec<ReceivedCall>> {
+    pub async fn wait_for_calls(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<Vec<ReceivedCall>> {
         let deadline = Instant::now() + timeout;
         loop {
             let calls = self.calls();
@@ -474,7 +494,11 @@ async fn receive(
     });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     if status.is_success() {
-        (status, axum::Json(json!({"source_message_id": format!("sm-{number}")}))).into_response()
+        (
+            status,
+            axum::Json(json!({"source_message_id": format!("sm-{number}")})),
+        )
+            .into_response()
     } else {
         (status, "scripted failure").into_response()
     }
@@ -482,7 +506,10 @@ async fn receive(
 
 /// The repository path of a component's OpenAPI document.
 pub fn openapi_document(component_dir: &str) -> PathBuf {
-    repo_dir().join("components").join(component_dir).join("openapi.json")
+    repo_dir()
+        .join("components")
+        .join(component_dir)
+        .join("openapi.json")
 }
 
 impl Platform {
@@ -491,9 +518,10 @@ impl Platform {
         use eddy_schemas::catalog::TAGS;
         use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
         use eddy_schemas::{AvroSerde, Tag, TagColor};
-        let registry =
-            SchemaRegistry::new(&RegistryArgs::new(&self.namespace.stack().schema_registry_url))
-                .expect("registry client");
+        let registry = SchemaRegistry::new(&RegistryArgs::new(
+            &self.namespace.stack().schema_registry_url,
+        ))
+        .expect("registry client");
         let topic = self.topic(TAGS);
         let serde = AvroSerde::<Tag>::for_topic(&registry, &topic)
             .await
@@ -626,7 +654,11 @@ impl Core {
 }
 
 /// One inbound contact message in the source-api's ingest shape.
-pub fn contact_message(source_conversation_id: &str, source_message_id: &str, sent_at_ms: i64) -> Value {
+pub fn contact_message(
+    source_conversation_id: &str,
+    source_message_id: &str,
+    sent_at_ms: i64,
+) -> Value {
     json!({
         "source_message_id": source_message_id,
         "source_conversation_id": source_conversation_id,

@@ -50,8 +50,14 @@ async fn messages_flow_in_and_replies_flow_out() {
         )
         .await
         .expect(201);
-    let token = created["token"].as_str().expect("a source token").to_owned();
-    let secret = created["signing_secret"].as_str().expect("a signing secret").to_owned();
+    let token = created["token"]
+        .as_str()
+        .expect("a source token")
+        .to_owned();
+    let secret = created["signing_secret"]
+        .as_str()
+        .expect("a signing secret")
+        .to_owned();
     assert!(secret.starts_with("whsec_"), "{secret}");
     let channel = sources
         .call(
@@ -65,10 +71,20 @@ async fn messages_flow_in_and_replies_flow_out() {
 
     // A first message: one conversation, one unread message.
     let first = ingest_payload("m1", "Hello", "2026-11-22T10:00:00.000Z");
-    ingest.call("/sources.webhook", first.clone()).await.expect(200);
-    let conversation = poll_answer(&api, "a conversation with 1 unread", "/conversations.list", json!({}), |list| {
-        only_conversation(list).filter(|conversation| conversation["metadata"]["unread_count"] == 1)
-    })
+    ingest
+        .call("/sources.webhook", first.clone())
+        .await
+        .expect(200);
+    let conversation = poll_answer(
+        &api,
+        "a conversation with 1 unread",
+        "/conversations.list",
+        json!({}),
+        |list| {
+            only_conversation(list)
+                .filter(|conversation| conversation["metadata"]["unread_count"] == 1)
+        },
+    )
     .await;
     let conversation_id = conversation["id"].as_str().expect("id").to_owned();
     assert_eq!(conversation["channel"]["id"], channel_id.as_str());
@@ -79,28 +95,53 @@ async fn messages_flow_in_and_replies_flow_out() {
     // The same payload again changes nothing; a second message makes two unread.
     ingest.call("/sources.webhook", first).await.expect(200);
     ingest
-        .call("/sources.webhook", ingest_payload("m2", "Anyone there?", "2026-11-22T10:01:00.000Z"))
+        .call(
+            "/sources.webhook",
+            ingest_payload("m2", "Anyone there?", "2026-11-22T10:01:00.000Z"),
+        )
         .await
         .expect(200);
-    poll_answer(&api, "2 unread", "/conversations.info", json!({"conversation_id": conversation_id}), |info| {
-        (info["metadata"]["unread_count"] == 2).then_some(())
-    })
+    poll_answer(
+        &api,
+        "2 unread",
+        "/conversations.info",
+        json!({"conversation_id": conversation_id}),
+        |info| (info["metadata"]["unread_count"] == 2).then_some(()),
+    )
     .await;
     let messages = api
-        .call("/messages.list", json!({"conversation_id": conversation_id}))
+        .call(
+            "/messages.list",
+            json!({"conversation_id": conversation_id}),
+        )
         .await
         .expect(200);
-    assert_eq!(messages["pagination_data"]["total"], 2, "re-ingesting made no duplicate: {messages}");
-    let texts: Vec<&str> = messages["data"].as_array().expect("data").iter()
+    assert_eq!(
+        messages["pagination_data"]["total"], 2,
+        "re-ingesting made no duplicate: {messages}"
+    );
+    let texts: Vec<&str> = messages["data"]
+        .as_array()
+        .expect("data")
+        .iter()
         .map(|message| message["content"]["text"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(texts, ["Anyone there?", "Hello"], "newest first");
 
     // Reading resets the count.
-    api.call("/conversations.mark-read", json!({"conversation_id": conversation_id})).await.expect(204);
-    poll_answer(&api, "0 unread", "/conversations.info", json!({"conversation_id": conversation_id}), |info| {
-        (info["metadata"]["unread_count"] == 0).then_some(())
-    })
+    api.call(
+        "/conversations.mark-read",
+        json!({"conversation_id": conversation_id}),
+    )
+    .await
+    .expect(204);
+    poll_answer(
+        &api,
+        "0 unread",
+        "/conversations.info",
+        json!({"conversation_id": conversation_id}),
+        |info| (info["metadata"]["unread_count"] == 0).then_some(()),
+    )
     .await;
 
     // Tags and states show in info and list, and filter.
@@ -109,7 +150,10 @@ async fn messages_flow_in_and_replies_flow_out() {
     let deadline = std::time::Instant::now() + eddy_e2e_tests::DEADLINE;
     let tag_answer = loop {
         let answer = api
-            .call("/conversations.tag", json!({"conversation_id": conversation_id, "tag_id": "tag-vip"}))
+            .call(
+                "/conversations.tag",
+                json!({"conversation_id": conversation_id, "tag_id": "tag-vip"}),
+            )
             .await;
         if answer.status != 404 || std::time::Instant::now() > deadline {
             break answer;
@@ -117,14 +161,28 @@ async fn messages_flow_in_and_replies_flow_out() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(tag_answer.status, 204, "{}", tag_answer.body);
-    api.call("/conversations.set-state", json!({"conversation_id": conversation_id, "state": "CLOSED"}))
-        .await
-        .expect(204);
-    let info = poll_answer(&api, "tag and state", "/conversations.info", json!({"conversation_id": conversation_id}), |info| {
-        (info["metadata"]["state"] == "CLOSED" && info["metadata"]["tags"].get("tag-vip").is_some()).then(|| info.clone())
-    })
+    api.call(
+        "/conversations.set-state",
+        json!({"conversation_id": conversation_id, "state": "CLOSED"}),
+    )
+    .await
+    .expect(204);
+    let info = poll_answer(
+        &api,
+        "tag and state",
+        "/conversations.info",
+        json!({"conversation_id": conversation_id}),
+        |info| {
+            (info["metadata"]["state"] == "CLOSED"
+                && info["metadata"]["tags"].get("tag-vip").is_some())
+            .then(|| info.clone())
+        },
+    )
     .await;
-    assert!(info["metadata"]["contact"]["display_name"].is_string(), "{info}");
+    assert!(
+        info["metadata"]["contact"]["display_name"].is_string(),
+        "{info}"
+    );
     for (filters, expected) in [
         (json!({"tag_id": "tag-vip"}), 1),
         (json!({"tag_id": "tag-other"}), 0),
@@ -134,36 +192,78 @@ async fn messages_flow_in_and_replies_flow_out() {
         (json!({"source": "sms-gateway"}), 1),
         (json!({"unread_only": true}), 0),
     ] {
-        let list = api.call("/conversations.list", json!({"filters": filters})).await.expect(200);
-        assert_eq!(list["data"].as_array().map(Vec::len), Some(expected), "filters {filters}: {list}");
-        assert_eq!(list["pagination_data"]["total"], expected, "filters {filters}: {list}");
+        let list = api
+            .call("/conversations.list", json!({"filters": filters}))
+            .await
+            .expect(200);
+        assert_eq!(
+            list["data"].as_array().map(Vec::len),
+            Some(expected),
+            "filters {filters}: {list}"
+        );
+        assert_eq!(
+            list["pagination_data"]["total"], expected,
+            "filters {filters}: {list}"
+        );
     }
 
     // A reply goes out signed and comes back delivered.
     let sent = api
-        .call("/messages.send", json!({"conversation_id": conversation_id, "message": {"text": "On my way"}}))
+        .call(
+            "/messages.send",
+            json!({"conversation_id": conversation_id, "message": {"text": "On my way"}}),
+        )
         .await
         .expect(200);
     assert_eq!(sent["delivery_state"], "pending");
     let calls = endpoint
         .wait_for_calls(1, eddy_e2e_tests::DEADLINE)
         .await
-        .unwrap_or_else(|| panic!("no call to the action endpoint; source-api log:\n{}", source_api.process.output()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no call to the action endpoint; source-api log:\n{}",
+                source_api.process.output()
+            )
+        });
     let body: Value = serde_json::from_slice(&calls[0].body).expect("JSON call");
     assert_eq!(body["type"], "message.send");
     assert_eq!(body["payload"]["message"]["id"], sent["id"]);
-    assert_eq!(body["payload"]["message"]["source_recipient_id"], "+4917600001");
-    assert_eq!(body["payload"]["conversation"]["source_channel_id"], "+4930111");
+    assert_eq!(
+        body["payload"]["message"]["source_recipient_id"],
+        "+4917600001"
+    );
+    assert_eq!(
+        body["payload"]["conversation"]["source_channel_id"],
+        "+4930111"
+    );
     verify_with_standard_webhooks(&secret, &calls);
-    let delivered = poll_answer(&api, "the reply delivered", "/messages.list", json!({"conversation_id": conversation_id}), |list| {
-        list["data"].as_array()?.iter()
-            .find(|message| message["id"] == sent["id"] && message["delivery_state"] == "delivered")
-            .cloned()
-    })
+    let delivered = poll_answer(
+        &api,
+        "the reply delivered",
+        "/messages.list",
+        json!({"conversation_id": conversation_id}),
+        |list| {
+            list["data"]
+                .as_array()?
+                .iter()
+                .find(|message| {
+                    message["id"] == sent["id"] && message["delivery_state"] == "delivered"
+                })
+                .cloned()
+        },
+    )
     .await;
     assert_eq!(delivered["source_message_id"], "sm-1");
     assert_eq!(endpoint.calls().len(), 1, "sent exactly once");
 
-    check_openapi(&platform.exchanges, "eddy-communication", &openapi_document("communication"));
-    check_openapi(&platform.exchanges, "eddy-source-api", &openapi_document("source-api"));
+    check_openapi(
+        &platform.exchanges,
+        "eddy-communication",
+        &openapi_document("communication"),
+    );
+    check_openapi(
+        &platform.exchanges,
+        "eddy-source-api",
+        &openapi_document("source-api"),
+    );
 }

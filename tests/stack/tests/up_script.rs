@@ -1,6 +1,7 @@
 //! `scripts/up` on its own ports and run dir: it starts a fresh stack, prints the Kafka
-//! bootstrap and registry URL, they work from another client, and Ctrl-C (SIGINT) stops
-//! everything it started: no java process of that stack is left.
+//! bootstrap and registry URL, they work from another client; the README's API session works
+//! through the printed gateway address with two instances of the services; and Ctrl-C (SIGINT)
+//! stops everything it started: no java or component process is left.
 
 use std::process::Command;
 use std::time::Duration;
@@ -37,7 +38,14 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
     let mut up =
         ComponentCommand::for_program(&namespace, "scripts-up", repo_dir().join("scripts/up"))
             .arg("--no-build")
+            .arg("--instances")
+            .arg("2")
             .env("EDDY_RUN_DIR", &run_dir)
+            .env("EDDY_GATEWAY_PORT", free_port().to_string())
+            .env(
+                "EDDY_COMPONENT_PORT_BASE",
+                component_port_base().to_string(),
+            )
             .env("EDDY_KAFKA_PORT", free_port().to_string())
             .env("EDDY_KAFKA_CONTROLLER_PORT", free_port().to_string())
             .env("EDDY_REGISTRY_PORT", free_port().to_string())
@@ -106,6 +114,15 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
         .expect("registry answers");
     assert_eq!(subjects.status(), 200);
 
+    readme_session(
+        &printed_value(&output, "API (all endpoints)").expect("gateway printed"),
+        &printed_value(&output, "system token")
+            .and_then(|line| line.split_whitespace().next().map(str::to_owned))
+            .expect("token printed"),
+        &up,
+    )
+    .await;
+
     assert!(
         !stack_processes(&run_dir_text).is_empty(),
         "the stack's java processes should run now"
@@ -117,5 +134,123 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
         stack_processes(&run_dir_text),
         "",
         "processes left behind after Ctrl-C"
+    );
+    let components = Command::new("pgrep")
+        .args(["-af", &format!("{}/state/", run_dir_text)])
+        .output()
+        .expect("pgrep");
+    assert!(
+        components.stdout.is_empty(),
+        "component processes left behind"
+    );
+}
+
+/// A range of 200 ports for the components, away from the usual ones.
+fn component_port_base() -> u16 {
+    20_000 + (std::process::id() % 200) as u16 * 200
+}
+
+/// The README's session, through the gateway: a source with an action endpoint, a channel, an
+/// inbound message, the conversation listed, a reply sent and delivered.
+async fn readme_session(api: &str, token: &str, up: &eddy_testkit::ComponentProcess) {
+    use serde_json::{Value, json};
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let action_endpoint = format!("http://{}/actions", listener.local_addr().expect("address"));
+    let router = axum::Router::new().route(
+        "/actions",
+        axum::routing::post({
+            let calls = std::sync::Arc::clone(&calls);
+            move |axum::Json(body): axum::Json<Value>| async move {
+                calls.lock().expect("lock").push(body);
+                axum::Json(json!({"source_message_id": "sms-1"}))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+    let call = |path: &str, bearer: &str, body: Value| {
+        let request = client
+            .post(format!("{api}{path}"))
+            .bearer_auth(bearer)
+            .json(&body);
+        async move {
+            let answer = request.send().await.expect("the gateway answers");
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, source) = call(
+        "/sources.create",
+        token,
+        json!({"source_id": "my-sms", "action_endpoint": action_endpoint}),
+    )
+    .await;
+    assert_eq!(status, 201, "{source}\n{}", up.output());
+    let source_token = source["token"].as_str().expect("source token").to_owned();
+    let (status, channel) = call(
+        "/sources.channels.create",
+        token,
+        json!({"source_id": "my-sms", "source_channel_id": "+4930123"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let (status, ingested) = call("/sources.webhook", &source_token, json!({"messages": [{
+        "source_message_id": "sms-0", "source_conversation_id": "+4917612345", "source_channel_id": "+4930123",
+        "source_sender_id": "+4917612345", "content": {"text": "Hello!"}, "from_contact": true,
+        "sent_at": "2026-11-22T09:00:00.000Z"}]})).await;
+    assert_eq!(status, 200, "{ingested}");
+    let conversation_id = poll_until(
+        "the conversation listed",
+        Duration::from_secs(30),
+        || async {
+            let (status, list) = call("/conversations.list", token, json!({})).await;
+            (status == 200 && list["pagination_data"]["total"] == 1).then(|| {
+                list["data"][0]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        },
+    )
+    .await;
+    // Both instances answer alike through the one address.
+    let (_, first) = call(
+        "/conversations.info",
+        token,
+        json!({"conversation_id": conversation_id}),
+    )
+    .await;
+    let (_, second) = call(
+        "/conversations.info",
+        token,
+        json!({"conversation_id": conversation_id}),
+    )
+    .await;
+    assert_eq!(first["id"], second["id"]);
+    let (status, sent) = call(
+        "/messages.send",
+        token,
+        json!({"conversation_id": conversation_id, "message": {"text": "Hi, how can I help?"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    poll_until("the reply delivered", Duration::from_secs(30), || async {
+        let (_, list) = call(
+            "/messages.list",
+            token,
+            json!({"conversation_id": conversation_id}),
+        )
+        .await;
+        (list["data"][0]["delivery_state"] == "delivered").then_some(())
+    })
+    .await;
+    let received = calls.lock().expect("lock").clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        received[0]["payload"]["message"]["content"]["text"],
+        "Hi, how can I help?"
     );
 }
