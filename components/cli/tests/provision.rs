@@ -39,21 +39,26 @@ fn catalog(namespace: &TestNamespace, partitions: i32) -> Catalog {
     })
 }
 
-/// Partition counts of the topics in the cluster.
+/// Partition counts of the namespace's catalog topics in the cluster (one metadata request
+/// each: the metadata of every topic is slow on a broker that many tests share).
 fn partition_counts(namespace: &TestNamespace) -> HashMap<String, usize> {
     let consumer: BaseConsumer = namespace
         .kafka()
         .admin_config("provision-test")
         .create()
         .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    metadata
-        .topics()
-        .iter()
-        .map(|topic| (topic.name().to_owned(), topic.partitions().len()))
-        .collect()
+    let mut counts = HashMap::new();
+    for topic in &catalog(namespace, 1).topics {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic.name), Duration::from_secs(10))
+            .expect("metadata");
+        for found in metadata.topics() {
+            if found.name() == topic.name && found.error().is_none() {
+                counts.insert(found.name().to_owned(), found.partitions().len());
+            }
+        }
+    }
+    counts
 }
 
 /// The value of every config of `topic`.

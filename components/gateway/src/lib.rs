@@ -13,6 +13,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use clap::Parser;
 use eddy_api::ApiError;
 use eddy_service::{ComponentConfig, ComponentInfo, Runtime, ServiceArgs, ServiceError};
@@ -103,7 +104,10 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         client: reqwest::Client::new(),
         max_body_bytes: config.max_body_bytes,
     });
-    let router = Router::new().fallback(pass_on).with_state(gateway);
+    // Every path (the shared server's own fallback answers only what no route takes).
+    let router = Router::new()
+        .route("/{*path}", any(pass_on))
+        .with_state(gateway);
     eddy_api::serve(&runtime, config.http_address, router)
         .await
         .map_err(|error: ServiceError| error.to_string())?;

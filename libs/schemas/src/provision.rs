@@ -158,7 +158,15 @@ pub async fn provision(
         .create()
         .map_err(|error| ProvisionError::Kafka(format!("creating an admin client: {error}")))?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let existing = existing_topics(kafka).await?;
+    let existing = existing_topics(
+        kafka,
+        catalog
+            .topics
+            .iter()
+            .map(|topic| topic.name.clone())
+            .collect(),
+    )
+    .await?;
     let mut report = ProvisionReport {
         topics: catalog.topics.len(),
         subjects: catalog.topics.len(),
@@ -180,34 +188,38 @@ pub async fn provision(
     Ok(report)
 }
 
-/// Partition count and replication factor of every topic in the cluster.
+/// Partition count and replication factor of each of `names` that exists. One metadata
+/// request per topic: the metadata of every topic is slow (or times out) on a cluster with
+/// thousands of them.
 async fn existing_topics(
     kafka: &KafkaArgs,
+    names: Vec<String>,
 ) -> Result<HashMap<String, ExistingTopic>, ProvisionError> {
     let config = kafka.admin_config(CLIENT_ID);
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(None, ADMIN_TIMEOUT)?;
-        Ok::<_, rdkafka::error::KafkaError>(
-            metadata
-                .topics()
-                .iter()
-                .map(|topic| {
-                    let replication_factor = topic
-                        .partitions()
-                        .first()
-                        .map_or(0, |partition| partition.replicas().len());
-                    (
-                        topic.name().to_owned(),
-                        ExistingTopic {
-                            partitions: i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX),
-                            replication_factor: i32::try_from(replication_factor)
-                                .unwrap_or(i32::MAX),
-                        },
-                    )
-                })
-                .collect(),
-        )
+        let mut existing = HashMap::new();
+        for name in names {
+            let metadata = consumer.fetch_metadata(Some(&name), ADMIN_TIMEOUT)?;
+            for topic in metadata.topics() {
+                if topic.name() != name || topic.error().is_some() || topic.partitions().is_empty()
+                {
+                    continue;
+                }
+                let replication_factor = topic
+                    .partitions()
+                    .first()
+                    .map_or(0, |partition| partition.replicas().len());
+                existing.insert(
+                    topic.name().to_owned(),
+                    ExistingTopic {
+                        partitions: i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX),
+                        replication_factor: i32::try_from(replication_factor).unwrap_or(i32::MAX),
+                    },
+                );
+            }
+        }
+        Ok::<_, rdkafka::error::KafkaError>(existing)
     })
     .await
     .map_err(|error| ProvisionError::Kafka(format!("listing topics: {error}")))?

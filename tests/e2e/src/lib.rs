@@ -135,22 +135,25 @@ impl Platform {
             .consumer_config("e2e-offsets", "e2e-offsets")
             .create()
             .expect("consumer");
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .expect("metadata");
         let mut offsets = BTreeMap::new();
-        for topic in metadata.topics() {
-            if !topic.name().starts_with(self.namespace.prefix()) {
-                continue;
-            }
+        for topic in &self.catalog.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic.name), Duration::from_secs(10))
+                .expect("metadata");
             let mut sum = 0;
-            for partition in topic.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
-                    .expect("watermarks");
-                sum += high;
+            for found in metadata
+                .topics()
+                .iter()
+                .filter(|found| found.name() == topic.name)
+            {
+                for partition in found.partitions() {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&topic.name, partition.id(), Duration::from_secs(10))
+                        .expect("watermarks");
+                    sum += high;
+                }
             }
-            offsets.insert(topic.name().to_owned(), sum);
+            offsets.insert(topic.name.clone(), sum);
         }
         offsets
     }
