@@ -266,4 +266,21 @@ async fn messages_flow_in_and_replies_flow_out() {
         "eddy-source-api",
         &openapi_document("source-api"),
     );
+    // Each service serves its document, without a token.
+    for (component, folder) in [
+        (&communication, "communication"),
+        (&source_api, "source-api"),
+    ] {
+        let served: Value = reqwest::get(format!("{}/openapi.json", component.base_url()))
+            .await
+            .expect("the document is served")
+            .json()
+            .await
+            .expect("JSON");
+        let file: Value = serde_json::from_str(
+            &std::fs::read_to_string(openapi_document(folder)).expect("the document file"),
+        )
+        .expect("JSON file");
+        assert_eq!(served, file, "{folder} serves its openapi.json");
+    }
 }
