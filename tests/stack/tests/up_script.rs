@@ -244,7 +244,14 @@ async fn readme_session(api: &str, token: &str, up: &eddy_testkit::ComponentProc
             json!({"conversation_id": conversation_id}),
         )
         .await;
-        (list["data"][0]["delivery_state"] == "delivered").then_some(())
+        let reply = list["data"].as_array().and_then(|data| {
+            data.iter()
+                .find(|message| message["id"] == sent["id"])
+                .cloned()
+        });
+        reply
+            .filter(|reply| reply["delivery_state"] == "delivered")
+            .map(|_| ())
     })
     .await;
     let received = calls.lock().expect("lock").clone();
