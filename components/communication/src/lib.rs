@@ -66,13 +66,9 @@ impl ComponentConfig for Config {
 
 impl Config {
     fn application_id(&self) -> String {
-        self.application_id.clone().unwrap_or_else(|| {
-            if self.catalog.namespace.is_empty() {
-                APPLICATION.to_owned()
-            } else {
-                format!("{}.{APPLICATION}", self.catalog.namespace)
-            }
-        })
+        self.application_id
+            .clone()
+            .unwrap_or_else(|| self.catalog.application_id(APPLICATION))
     }
 
     /// Where other instances reach this one: `EDDY_ADVERTISED_ADDRESS`, else the API address

@@ -133,13 +133,10 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     ready_when_caught_up(&runtime, "channels", &channels);
     let secret_key = SecretKey::new(config.secret_key.expose().as_bytes());
 
-    let application_id = config.application_id.clone().unwrap_or_else(|| {
-        if config.catalog.namespace.is_empty() {
-            APPLICATION.to_owned()
-        } else {
-            format!("{}.{APPLICATION}", config.catalog.namespace)
-        }
-    });
+    let application_id = config
+        .application_id
+        .clone()
+        .unwrap_or_else(|| config.catalog.application_id(APPLICATION));
     let mut topology = Topology::new(application_id);
     let dispatcher = Dispatcher {
         messages: topology.input(&topics.messages, StringSerde, serdes.message.clone()),

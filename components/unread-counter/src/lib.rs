@@ -82,13 +82,10 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         .await
         .map_err(|e| error(&e))?;
 
-    let application_id = config.application_id.clone().unwrap_or_else(|| {
-        if config.catalog.namespace.is_empty() {
-            APPLICATION.to_owned()
-        } else {
-            format!("{}.{APPLICATION}", config.catalog.namespace)
-        }
-    });
+    let application_id = config
+        .application_id
+        .clone()
+        .unwrap_or_else(|| config.catalog.application_id(APPLICATION));
     let mut topology = Topology::new(application_id);
     let counter = UnreadCounter {
         messages: topology.input(&messages_topic, StringSerde, message_serde),

@@ -65,6 +65,19 @@ pub struct CatalogArgs {
     pub replication_factor: Option<i32>,
 }
 
+impl CatalogArgs {
+    /// The id of a streams application (`communication-v1`) in this installation: prefixed
+    /// with the topic namespace, so installations sharing a cluster keep apart groups, stores
+    /// and internal topics too.
+    pub fn application_id(&self, application: &str) -> String {
+        if self.namespace.is_empty() {
+            application.to_owned()
+        } else {
+            format!("{}.{application}", self.namespace)
+        }
+    }
+}
+
 impl Default for CatalogArgs {
     fn default() -> Self {
         CatalogArgs {

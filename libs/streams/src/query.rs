@@ -537,11 +537,6 @@ pub async fn forward(
         .into_response();
     }
     let (parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
     let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -549,22 +544,7 @@ pub async fn forward(
         )
             .into_response();
     };
-    let mut outgoing = client
-        .request(parts.method.clone(), format!("http://{address}{path}"))
-        .header(FORWARDED_HEADER, from_instance)
-        .body(body);
-    for (name, value) in &parts.headers {
-        if name != header::HOST && name != header::CONTENT_LENGTH {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    match outgoing.send().await {
-        Ok(answer) => relay(answer).await,
-        Err(error) => {
-            tracing::warn!(error = %error, address, "forwarding a query failed");
-            owner_unavailable(address)
-        }
-    }
+    forward_bytes(client, from_instance, address, &parts, body).await
 }
 
 #[cfg(test)]
