@@ -219,8 +219,15 @@ impl ComponentProcess {
 }
 
 impl Drop for ComponentProcess {
+    /// A process still running when its test ends (or fails) gets SIGTERM and a few seconds to
+    /// stop what it started (`scripts/up` stops its stack and components), then SIGKILL.
     fn drop(&mut self) {
         if self.exit_status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
