@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
 use eddy_api::{ApiError, parse_json, read_body};
-use eddy_service::envelope::{TRACEPARENT_HEADER, TraceContext};
+use eddy_service::envelope::TraceContext;
 use serde::de::DeserializeOwned;
 
 use crate::AdminState;
@@ -23,12 +23,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AdminState>> for ApiRequest<T> {
 
     async fn from_request(request: Request, state: &Arc<AdminState>) -> Result<Self, ApiError> {
         let read = read_body(request, state.max_body_bytes).await?;
-        let trace = read
-            .parts
-            .headers
-            .get(TRACEPARENT_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(TraceContext::parse);
+        let trace = read.caller_trace();
         let body = parse_json(&read.body)?;
         Ok(ApiRequest { body, trace })
     }

@@ -23,7 +23,7 @@ use eddy_schemas::{
 };
 use eddy_service::ComponentInfo;
 use eddy_service::config::Secret;
-use eddy_service::envelope::{Envelope, TraceContext, now_millis};
+use eddy_service::envelope::{Envelope, now_millis};
 use eddy_streams::query::{FORWARDED_HEADER, fan_out_post, forward_bytes};
 use eddy_streams::{
     GlobalTable, KeyOwner, KeyRange, Queries, QueryError, ScanOrder, StoreDefinition,
@@ -271,13 +271,7 @@ impl Api {
 
     /// The envelope of records written for this request (continuing the caller's trace).
     fn envelope(&self, read: &ReadBody) -> Envelope {
-        let trace = read
-            .parts
-            .headers
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .and_then(TraceContext::parse);
-        Envelope::ingested(&self.component, now_millis(), trace.as_ref())
+        Envelope::ingested(&self.component, now_millis(), read.caller_trace().as_ref())
     }
 
     /// Runs `local` here if this instance owns `conversation_id`'s partition, or forwards the

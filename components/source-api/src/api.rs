@@ -28,7 +28,7 @@ use eddy_schemas::{
 };
 use eddy_service::ComponentInfo;
 use eddy_service::config::Secret;
-use eddy_service::envelope::{Envelope, TraceContext, now_millis};
+use eddy_service::envelope::{Envelope, now_millis};
 use eddy_streams::GlobalTable;
 use eddy_webhooks::SecretKey;
 use serde::Deserialize;
@@ -97,13 +97,7 @@ pub fn router(api: Arc<Api>, system_token: &Secret) -> Router {
 
 impl Api {
     fn envelope(&self, read: &ReadBody, event_time: i64) -> Envelope {
-        let trace = read
-            .parts
-            .headers
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .and_then(TraceContext::parse);
-        Envelope::ingested(&self.component, event_time, trace.as_ref())
+        Envelope::ingested(&self.component, event_time, read.caller_trace().as_ref())
     }
 
     fn require_loaded(&self) -> Result<(), ApiError> {

@@ -5,8 +5,9 @@
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use eddy_service::envelope::{TRACEPARENT_HEADER, TraceContext};
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -16,6 +17,22 @@ use crate::ApiError;
 pub struct ReadBody {
     pub parts: Parts,
     pub body: Bytes,
+}
+
+impl ReadBody {
+    /// The trace the caller sent (`traceparent`), which the records this request writes
+    /// continue.
+    pub fn caller_trace(&self) -> Option<TraceContext> {
+        caller_trace(&self.parts.headers)
+    }
+}
+
+/// The W3C trace context in `headers`, if the caller sent a valid one.
+pub fn caller_trace(headers: &HeaderMap) -> Option<TraceContext> {
+    headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse)
 }
 
 /// Reads `request`'s body, refusing more than `limit` bytes.

@@ -13,6 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use eddy_service::envelope::TRACEPARENT_HEADER;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -427,7 +428,7 @@ pub async fn fan_out_post(
             .post(format!("http://{address}{path}"))
             .header(FORWARDED_HEADER, queries.instance_id())
             .json(body);
-        for name in [header::AUTHORIZATION.as_str(), "traceparent"] {
+        for name in [header::AUTHORIZATION.as_str(), TRACEPARENT_HEADER] {
             if let Some(value) = pass_on.get(name) {
                 request = request.header(name, value);
             }
