@@ -10,10 +10,11 @@
 //! subscription is made or changed; a name that later resolves elsewhere must be checked again
 //! by whatever delivers.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use eddy_api::ApiError;
+pub use eddy_webhooks::destination::DestinationPolicy;
 use reqwest::Url;
 
 /// The longest webhook URL accepted.
@@ -21,85 +22,6 @@ pub const MAX_URL_CHARS: usize = 2048;
 
 /// How long resolving a webhook host may take before the URL is refused.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Which kinds of destination addresses the installation accepts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DestinationPolicy {
-    pub allow_loopback: bool,
-    pub allow_private_networks: bool,
-}
-
-/// Why an address is not a public destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InternalAddress {
-    Loopback,
-    /// Private, link-local, carrier-grade NAT or unspecified; the text says which.
-    PrivateNetwork(&'static str),
-}
-
-impl DestinationPolicy {
-    /// Why `address` is refused under this policy (what it is, the setting that allows it), or
-    /// `None` when it is accepted.
-    fn refusal(&self, address: IpAddr) -> Option<(String, &'static str)> {
-        match classify(address)? {
-            InternalAddress::Loopback if !self.allow_loopback => Some((
-                "a loopback address".to_owned(),
-                "EDDY_WEBHOOK_ALLOW_LOOPBACK",
-            )),
-            InternalAddress::PrivateNetwork(kind) if !self.allow_private_networks => Some((
-                format!("a {kind} address"),
-                "EDDY_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
-            )),
-            _ => None,
-        }
-    }
-}
-
-/// What kind of internal address `address` is, or `None` for a public one.
-pub fn classify(address: IpAddr) -> Option<InternalAddress> {
-    match address {
-        IpAddr::V4(address) => classify_v4(address),
-        IpAddr::V6(address) => classify_v6(address),
-    }
-}
-
-fn classify_v4(address: Ipv4Addr) -> Option<InternalAddress> {
-    let [first, second, ..] = address.octets();
-    if address.is_loopback() {
-        Some(InternalAddress::Loopback)
-    } else if address.is_unspecified() || first == 0 {
-        // 0.0.0.0/8, "this network": connecting to it reaches the local host.
-        Some(InternalAddress::PrivateNetwork("unspecified"))
-    } else if address.is_private() {
-        Some(InternalAddress::PrivateNetwork("private (RFC 1918)"))
-    } else if address.is_link_local() {
-        Some(InternalAddress::PrivateNetwork("link-local"))
-    } else if first == 100 && second & 0xc0 == 64 {
-        Some(InternalAddress::PrivateNetwork(
-            "carrier-grade NAT (100.64.0.0/10)",
-        ))
-    } else {
-        None
-    }
-}
-
-fn classify_v6(address: Ipv6Addr) -> Option<InternalAddress> {
-    if let Some(mapped) = address.to_ipv4_mapped() {
-        return classify_v4(mapped);
-    }
-    let first_segment = address.segments()[0];
-    if address.is_loopback() {
-        Some(InternalAddress::Loopback)
-    } else if address.is_unspecified() {
-        Some(InternalAddress::PrivateNetwork("unspecified"))
-    } else if first_segment & 0xfe00 == 0xfc00 {
-        Some(InternalAddress::PrivateNetwork("unique local (fc00::/7)"))
-    } else if first_segment & 0xffc0 == 0xfe80 {
-        Some(InternalAddress::PrivateNetwork("link-local"))
-    } else {
-        None
-    }
-}
 
 /// Checks the webhook URL in request field `field`; returns it as the WHATWG parser writes it
 /// (the form stored and dialled), or a 400 naming the field and saying why.
@@ -183,54 +105,6 @@ async fn resolve(field: &str, domain: &str, port: u16) -> Result<Vec<IpAddr>, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kind(text: &str) -> Option<InternalAddress> {
-        classify(text.parse().expect("an address"))
-    }
-
-    #[test]
-    fn internal_addresses_are_recognised() {
-        for loopback in ["127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1"] {
-            assert_eq!(
-                kind(loopback),
-                Some(InternalAddress::Loopback),
-                "{loopback}"
-            );
-        }
-        for private in [
-            "10.1.2.3",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "100.127.255.255",
-            "0.0.0.0",
-            "0.1.2.3",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "febf::1",
-            "::",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(
-                matches!(kind(private), Some(InternalAddress::PrivateNetwork(_))),
-                "{private}"
-            );
-        }
-        for public in [
-            "8.8.8.8",
-            "172.32.0.1",
-            "100.128.0.1",
-            "100.63.255.255",
-            "203.0.113.10",
-            "2001:db8::1",
-            "fec0::1",
-        ] {
-            assert_eq!(kind(public), None, "{public}");
-        }
-    }
 
     #[tokio::test]
     async fn urls_are_refused_with_the_setting_that_allows_them() {

@@ -128,6 +128,10 @@ pub async fn subscribe(
         status: SubscriptionStatus::Subscribed,
         secret_ref: Some(secret_ref),
         subscribed_at: now_millis(),
+        max_attempts: None,
+        max_age_ms: None,
+        previous_secret_ref: None,
+        previous_secret_expires_at: None,
     };
 
     let table = &state.tables()?.webhook_subscriptions;
@@ -409,6 +413,10 @@ mod tests {
             status: SubscriptionStatus::Unsubscribed,
             secret_ref: Some("derived:v1:salt".into()),
             subscribed_at: 1_763_800_000_123,
+            max_attempts: None,
+            max_age_ms: None,
+            previous_secret_ref: None,
+            previous_secret_expires_at: None,
         };
         let shown = view(&subscription);
         assert_eq!(

@@ -133,7 +133,7 @@ async fn provisioning_creates_everything_declared_and_a_second_run_changes_nothi
     assert!(!report.contains("changed:"), "{report}");
     assert!(
         report.contains(
-            "9 topics and 9 subjects checked: everything matches the catalog, nothing changed"
+            "10 topics and 10 subjects checked: everything matches the catalog, nothing changed"
         ),
         "{report}"
     );

@@ -21,6 +21,7 @@ pub const TAGS: &str = "application.communication.tags";
 pub const WEBHOOK_SUBSCRIPTIONS: &str = "application.communication.webhook-subscriptions";
 pub const WEBHOOK_EVENTS: &str = "application.webhooks.events";
 pub const WEBHOOK_DELIVERIES: &str = "application.webhooks.deliveries";
+pub const WEBHOOK_DEAD_LETTERS: &str = "application.webhooks.dead-letters";
 
 /// Compacted topics keep the latest record per key: one day before a record may be compacted
 /// away (consumers that fall behind still see every change of the last day) and 10 MiB segments
@@ -35,6 +36,15 @@ const COMPACTED: &[(&str, &str)] = &[
 const EVENT_STREAM: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
     ("retention.ms", "604800000"),
+    ("segment.bytes", "104857600"),
+];
+
+/// The webhook delivery log: compacted (one record per attempt) and also trimmed after 30 days,
+/// since attempt keys are never written twice and would otherwise be kept forever.
+const DELIVERY_LOG: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact,delete"),
+    ("retention.ms", "2592000000"),
+    ("min.compaction.lag.ms", "86400000"),
     ("segment.bytes", "104857600"),
 ];
 
@@ -230,13 +240,19 @@ impl Catalog {
                     WEBHOOK_EVENTS,
                     EVENT_STREAM,
                     ValueSchema::of::<WebhookEvent>(),
-                    "webhook events to deliver, one per subscription, key: event id",
+                    "webhook events to deliver, one per subscription, key: event id, partitioned by <subscription id>/<ordering key>",
                 ),
                 topic(
                     WEBHOOK_DELIVERIES,
-                    COMPACTED,
+                    DELIVERY_LOG,
                     ValueSchema::of::<WebhookDelivery>(),
-                    "webhook delivery attempts, key: <event id>/<attempt>",
+                    "webhook delivery attempts, key: <event id>/<attempt>, on the partition of their event",
+                ),
+                topic(
+                    WEBHOOK_DEAD_LETTERS,
+                    COMPACTED,
+                    ValueSchema::of::<WebhookEvent>(),
+                    "webhook events given up on, key: event id, on the partition of the event (tombstoned when redelivered)",
                 ),
             ],
         }
@@ -260,7 +276,7 @@ mod tests {
     #[test]
     fn every_topic_is_named_by_convention_and_has_a_parseable_schema() {
         let catalog = Catalog::new(&CatalogArgs::default());
-        assert_eq!(catalog.topics.len(), 9);
+        assert_eq!(catalog.topics.len(), 10);
         for topic in &catalog.topics {
             assert_eq!(topic.name, topic.dataset);
             assert_eq!(topic.name.split('.').count(), 3, "{}", topic.name);

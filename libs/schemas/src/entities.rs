@@ -265,6 +265,13 @@ pub struct WebhookSubscription {
     pub status: SubscriptionStatus,
     pub secret_ref: Option<String>,
     pub subscribed_at: i64,
+    /// Attempts per event before it is dead-lettered; `None`: the sender's schedule.
+    pub max_attempts: Option<i32>,
+    /// How long after its creation an event may be retried; `None`: the sender's default.
+    pub max_age_ms: Option<i64>,
+    /// During a secret rotation, the old secret's reference (deliveries carry both signatures).
+    pub previous_secret_ref: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
 }
 entity!(
     WebhookSubscription,
@@ -284,6 +291,8 @@ pub struct WebhookEvent {
     pub ordering_key: Option<String>,
     /// JSON text.
     pub payload: String,
+    /// Set on a copy written to ask for the event's redelivery.
+    pub redelivery_requested_at: Option<i64>,
 }
 entity!(
     WebhookEvent,
@@ -298,6 +307,8 @@ pub enum DeliveryOutcome {
     Succeeded,
     Failed,
     DeadLettered,
+    /// Not attempted: the subscription was unsubscribed or deleted.
+    Cancelled,
 }
 
 /// One delivery attempt of an event. Key: `<event id>/<attempt>`.
@@ -406,6 +417,10 @@ mod tests {
             status: SubscriptionStatus::Subscribed,
             secret_ref: Some("secret://webhooks/w1".into()),
             subscribed_at: 5,
+            max_attempts: Some(3),
+            max_age_ms: Some(60_000),
+            previous_secret_ref: None,
+            previous_secret_expires_at: Some(9),
         });
         round_trip(WebhookEvent {
             id: "e1".into(),
@@ -414,11 +429,13 @@ mod tests {
             created_at: 6,
             ordering_key: Some("c1".into()),
             payload: r#"{"id":"m1"}"#.into(),
+            redelivery_requested_at: Some(8),
         });
         for outcome in [
             DeliveryOutcome::Succeeded,
             DeliveryOutcome::Failed,
             DeliveryOutcome::DeadLettered,
+            DeliveryOutcome::Cancelled,
         ] {
             round_trip(WebhookDelivery {
                 event_id: "e1".into(),

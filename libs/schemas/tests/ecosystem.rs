@@ -285,6 +285,10 @@ async fn write_one_of_every_entity(writer: &mut Writer<'_>) {
                 status: SubscriptionStatus::Subscribed,
                 secret_ref: Some("secret://webhooks/sub-crm".into()),
                 subscribed_at: 1_750_000_000_777,
+                max_attempts: Some(5),
+                max_age_ms: None,
+                previous_secret_ref: None,
+                previous_secret_expires_at: None,
             },
         )
         .await;
@@ -299,6 +303,7 @@ async fn write_one_of_every_entity(writer: &mut Writer<'_>) {
                 created_at: 1_763_700_000_456,
                 ordering_key: Some("conv-19".into()),
                 payload: r#"{"id":"msg-7f3a","conversation_id":"conv-19"}"#.into(),
+                redelivery_requested_at: None,
             },
         )
         .await;

@@ -11,6 +11,8 @@
 //! reference (`derived:v1:<salt>`), and the secret is derived from the installation's secret
 //! key (`EDDY_SECRET_KEY`) and that reference whenever it is needed ([`SecretKey::derive`]).
 
+pub mod destination;
+
 use std::fmt;
 
 use base64::Engine;

@@ -24,7 +24,7 @@ const BODY_LIMIT_TEXT: &str = "4096";
 const QUIET: Duration = Duration::from_secs(3);
 
 /// Every catalog dataset: the topics a rejected request must not write to.
-const CATALOG_DATASETS: [&str; 9] = [
+const CATALOG_DATASETS: [&str; 10] = [
     catalog::MESSAGES,
     catalog::CHANNELS,
     catalog::METADATA,
@@ -34,6 +34,7 @@ const CATALOG_DATASETS: [&str; 9] = [
     catalog::WEBHOOK_SUBSCRIPTIONS,
     catalog::WEBHOOK_EVENTS,
     catalog::WEBHOOK_DELIVERIES,
+    catalog::WEBHOOK_DEAD_LETTERS,
 ];
 
 // ---------------------------------------------------------------------------------------------

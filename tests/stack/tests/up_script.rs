@@ -65,7 +65,7 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
     .await;
     let output = up.output();
     assert!(
-        output.contains("9 topics and 9 subjects checked"),
+        output.contains("10 topics and 10 subjects checked"),
         "scripts/up provisions the topic catalog:\n{output}"
     );
     let bootstrap = printed_value(&output, "kafka bootstrap").expect("bootstrap printed");
