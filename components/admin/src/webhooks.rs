@@ -49,7 +49,7 @@ const RESERVED_HEADER_PREFIX: &str = "webhook-";
 const MAX_HEADERS: usize = 50;
 
 /// The key derivation purpose of webhook signing secrets (see [`SecretKey::derive`]).
-pub const SECRET_PURPOSE: &str = "webhook";
+pub use eddy_webhooks::SUBSCRIPTION_SECRET_PURPOSE as SECRET_PURPOSE;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

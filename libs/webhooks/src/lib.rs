@@ -24,6 +24,19 @@ pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 const SECRET_PREFIX: &str = "whsec_";
+
+/// The key-derivation purpose of webhook subscriptions' signing secrets (see
+/// [`SecretKey::derive`]): the admin service derives a new subscription's secret with it, the
+/// sender each delivery's.
+pub const SUBSCRIPTION_SECRET_PURPOSE: &str = "webhook";
+
+/// What places an event on its partition of the events topic (and its attempts and dead letter
+/// on the same one): `<subscription id>/<ordering key>`, so a conversation's events for one
+/// subscription stay in order on one partition while a busy subscription still spreads over
+/// all of them.
+pub fn event_placement(subscription_id: &str, ordering_key: Option<&str>) -> String {
+    format!("{subscription_id}/{}", ordering_key.unwrap_or_default())
+}
 const REFERENCE_PREFIX: &str = "derived:v1:";
 
 /// Why a secret or a signature is not usable.
