@@ -4,48 +4,23 @@
 use eddy_api::time::iso_millis;
 use eddy_api::views::channel as channel_view;
 use eddy_schemas::metadata::{self, UNREAD_COUNT};
-use eddy_schemas::{Channel, DeliveryState, Message};
+use eddy_schemas::{Channel, Message};
 use serde_json::{Map, Value, json};
 
 use crate::state::{Conversation, MetaEntry, entry_json};
 
-/// A message: content is the source's JSON (raw text if it is not JSON).
+/// A message with its metadata (see [`eddy_api::views::message`]).
 pub fn message(message: &Message, metadata_entries: &[(String, MetaEntry)]) -> Value {
-    let content = serde_json::from_str::<Value>(&message.content)
-        .unwrap_or_else(|_| Value::String(message.content.clone()));
-    let metadata = metadata::unflatten(
+    let mut view = eddy_api::views::message(message);
+    view["metadata"] = metadata::unflatten(
         metadata_entries
             .iter()
             .map(|(key, entry)| (key.as_str(), entry_json(entry))),
     );
-    let mut view = json!({
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "channel_id": message.channel_id,
-        "content": content,
-        "sent_at": iso_millis(message.sent_at),
-        "delivery_state": delivery_state(message.delivery_state),
-        "from_contact": message.is_from_contact,
-        "source": message.source,
-        "sender": {"id": message.sender_id},
-        "metadata": metadata,
-    });
-    if let Some(source_message_id) = &message.source_message_id {
-        view["source_message_id"] = Value::String(source_message_id.clone());
-    }
-    if let Some(updated_at) = message.updated_at {
-        view["updated_at"] = Value::String(iso_millis(updated_at));
-    }
     view
 }
 
-pub fn delivery_state(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Pending => "pending",
-        DeliveryState::Delivered => "delivered",
-        DeliveryState::Failed => "failed",
-    }
-}
+pub use eddy_api::views::delivery_state;
 
 /// A conversation: `{id, created_at, channel, metadata: {contact: {display_name},
 /// unread_count, state?, tags: {<tag id>: ""}, user_data?...}, last_message}`.

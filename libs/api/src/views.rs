@@ -1,9 +1,43 @@
 //! The JSON shapes of records in API answers, shared by every component that shows them.
 
-use eddy_schemas::{Channel, ConnectionState, Tag, TagColor};
+use eddy_schemas::{Channel, ConnectionState, DeliveryState, Message, Tag, TagColor};
 use serde_json::{Map, Value, json};
 
 use crate::time::iso_millis;
+
+/// A message, as `/messages.list` and webhook events show it: content is the source's JSON
+/// (raw text if it is not JSON); `metadata` is empty here, the communication service fills it.
+pub fn message(message: &Message) -> Value {
+    let content = serde_json::from_str::<Value>(&message.content)
+        .unwrap_or_else(|_| Value::String(message.content.clone()));
+    let mut view = json!({
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "channel_id": message.channel_id,
+        "content": content,
+        "sent_at": iso_millis(message.sent_at),
+        "delivery_state": delivery_state(message.delivery_state),
+        "from_contact": message.is_from_contact,
+        "source": message.source,
+        "sender": {"id": message.sender_id},
+        "metadata": {},
+    });
+    if let Some(source_message_id) = &message.source_message_id {
+        view["source_message_id"] = Value::String(source_message_id.clone());
+    }
+    if let Some(updated_at) = message.updated_at {
+        view["updated_at"] = Value::String(iso_millis(updated_at));
+    }
+    view
+}
+
+pub fn delivery_state(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "pending",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Failed => "failed",
+    }
+}
 
 /// A channel: `{id, source, source_channel_id, connected, connected_at, metadata: {name,
 /// image_url?, ...user data}}`. `name` defaults to "<source> <last 5 characters of the id>".

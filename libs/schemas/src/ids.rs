@@ -49,6 +49,27 @@ pub fn metadata_id(subject: &str, key: &str) -> String {
     derive("metadata", &[subject, key])
 }
 
+/// A webhook event: one change (the record `key` of catalog dataset `dataset` at `version`)
+/// sent to one subscription as one event type. Reprocessing the record gives the same id.
+pub fn webhook_event_id(
+    subscription_id: &str,
+    event_type: &str,
+    dataset: &str,
+    key: &str,
+    version: i64,
+) -> String {
+    derive(
+        "webhook-event",
+        &[
+            subscription_id,
+            event_type,
+            dataset,
+            key,
+            &version.to_string(),
+        ],
+    )
+}
+
 /// A fresh random id (v4 UUID).
 pub fn random_id() -> String {
     Uuid::new_v4().to_string()

@@ -8,6 +8,31 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The settings behind [`DestinationPolicy`], shared by every component that checks webhook
+/// destinations.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DestinationArgs {
+    /// Accept webhook URLs whose host is or resolves to a loopback address (127.0.0.0/8, ::1);
+    /// for development only.
+    #[arg(long, env = "EDDY_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_loopback: bool,
+
+    /// Accept webhook URLs whose host is or resolves to a private (RFC 1918, fc00::/7),
+    /// link-local (169.254.0.0/16, fe80::/10), carrier-grade NAT (100.64.0.0/10) or unspecified
+    /// address: allow it when the receivers live inside your network.
+    #[arg(long, env = "EDDY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_networks: bool,
+}
+
+impl DestinationArgs {
+    pub fn policy(&self) -> DestinationPolicy {
+        DestinationPolicy {
+            allow_loopback: self.webhook_allow_loopback,
+            allow_private_networks: self.webhook_allow_private_networks,
+        }
+    }
+}
+
 /// Which kinds of destination addresses the installation accepts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DestinationPolicy {

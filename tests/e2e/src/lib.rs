@@ -22,6 +22,7 @@ use eddy_testkit::{TestNamespace, python_tools};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
 
+pub mod receiver;
 pub const SYSTEM_TOKEN: &str = "e2e-system-token-0123456789";
 pub const SECRET_KEY: &str = "e2e-installation-secret-key-0123456789abcdef";
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
