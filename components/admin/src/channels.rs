@@ -79,7 +79,7 @@ pub async fn update(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<UpdateChannel>,
 ) -> Result<Json<Value>, ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     if body.name.is_none() && body.image_url.is_none() {
         return Err(ApiError::bad_request(
             "nothing to update: give name or image_url",

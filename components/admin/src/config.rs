@@ -1,5 +1,6 @@
 //! The settings of `eddy-admin`: the shared ones (service, Kafka, schema registry, topic
-//! catalog, HTTP API) plus the installation's secret key and the webhook destination policy.
+//! catalog, HTTP API, streams application) plus the installation's secret key and the webhook
+//! destination policy.
 
 use clap::Parser;
 use eddy_api::ApiArgs;
@@ -7,8 +8,13 @@ use eddy_schemas::{CatalogArgs, RegistryArgs};
 use eddy_service::config::Secret;
 use eddy_service::kafka::KafkaArgs;
 use eddy_service::{ComponentConfig, ServiceArgs, ServiceError};
+use eddy_streams::service::StreamsArgs;
 
 use crate::destination::DestinationPolicy;
+
+/// The version of the delivery log's state layout (see [`crate::delivery_log`]); a new one
+/// reprocesses beside the old (its own group, stores and changelogs).
+pub const DELIVERIES_APPLICATION: &str = "admin-deliveries-v1";
 
 /// The shortest installation secret key accepted (webhook signing secrets derive from it).
 pub const MIN_SECRET_KEY_CHARS: usize = 32;
@@ -31,6 +37,13 @@ pub struct Config {
     pub catalog: CatalogArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    /// The delivery log view (a streams application reading the webhook deliveries topic).
+    #[command(flatten)]
+    pub streams: StreamsArgs,
+    /// Application id of the delivery log view (consumer group, internal-topic prefix);
+    /// default `[<topic namespace>.]admin-deliveries-v1`.
+    #[arg(long, env = "EDDY_APPLICATION_ID")]
+    pub application_id: Option<String>,
 
     /// The installation's secret key (at least 32 characters): every webhook signing secret is
     /// derived from it and the reference a subscription stores, so the secret itself is never
@@ -57,6 +70,29 @@ impl Config {
             allow_loopback: self.webhook_allow_loopback,
             allow_private_networks: self.webhook_allow_private_networks,
         }
+    }
+}
+
+impl Config {
+    /// The delivery log view's application id.
+    pub fn application_id(&self) -> String {
+        self.application_id
+            .clone()
+            .unwrap_or_else(|| self.catalog.application_id(DELIVERIES_APPLICATION))
+    }
+
+    /// Where other instances reach this one: `EDDY_ADVERTISED_ADDRESS`, else the API address
+    /// (with 127.0.0.1 for an unspecified host: right for one machine; Kubernetes sets the pod
+    /// address).
+    pub fn advertised_address(&self) -> String {
+        self.streams.advertised_address.clone().unwrap_or_else(|| {
+            let address = self.api.http_address;
+            if address.ip().is_unspecified() {
+                format!("127.0.0.1:{}", address.port())
+            } else {
+                address.to_string()
+            }
+        })
     }
 }
 
@@ -93,6 +129,39 @@ mod tests {
         assert!(!config.webhook_allow_loopback);
         assert!(!config.webhook_allow_private_networks);
         assert!(!format!("{config:?}").contains(KEY));
+        assert_eq!(config.application_id(), "admin-deliveries-v1");
+    }
+
+    #[test]
+    fn the_application_id_follows_the_namespace_unless_set() {
+        let config = Config::try_parse_from([
+            "eddy-admin",
+            "--system-token",
+            TOKEN,
+            "--secret-key",
+            KEY,
+            "--topic-namespace",
+            "acme",
+            "--http-address",
+            "0.0.0.0:8080",
+        ])
+        .expect("parses");
+        assert_eq!(config.application_id(), "acme.admin-deliveries-v1");
+        assert_eq!(config.advertised_address(), "127.0.0.1:8080");
+        let config = Config::try_parse_from([
+            "eddy-admin",
+            "--system-token",
+            TOKEN,
+            "--secret-key",
+            KEY,
+            "--application-id",
+            "admin-deliveries-v2",
+            "--advertised-address",
+            "admin-0.admin:8080",
+        ])
+        .expect("parses");
+        assert_eq!(config.application_id(), "admin-deliveries-v2");
+        assert_eq!(config.advertised_address(), "admin-0.admin:8080");
     }
 
     #[test]

@@ -3,20 +3,26 @@
 //! `/things.action`, snake_case fields, ISO-8601 UTC timestamps with milliseconds). The contract
 //! is `openapi.json`, served at `GET /openapi.json`.
 //!
-//! Its state is three small compacted topics, each read whole into memory on every instance
-//! ([`tables`]), so any instance answers any request identically and instances scale without
-//! routing. A change is written to its topic and answered once the instance's own table shows
-//! it. The instance is ready (`/ready` on the admin address) once all three tables have caught
-//! up with their topics; until then the endpoints answer 503.
+//! Its state is four small compacted topics (channels, tags, webhook subscriptions, webhook
+//! dead letters), each read whole into memory on every instance ([`tables`]), so any instance
+//! answers those requests identically and instances scale without routing. A change is written
+//! to its topic and answered once the instance's own table shows it. The webhook delivery log
+//! is too large for that: it is a streams application ([`delivery_log`]) whose partitions the
+//! instances share, and a list asks every instance for its part. The instance is ready (`/ready`
+//! on the admin address) once the tables have caught up with their topics and the streams
+//! application runs; until then the endpoints answer 503.
 //!
 //! - [`config`]: the settings ([`Config`]);
-//! - [`channels`], [`tags`], [`webhooks`]: the endpoints;
+//! - [`channels`], [`tags`], [`webhooks`], [`deliveries`]: the endpoints;
+//! - [`delivery_log`]: the stores of webhook delivery attempts;
 //! - [`destination`]: which webhook URLs are accepted (no loopback or private networks unless
 //!   allowed);
 //! - [`request`]: the body and trace of a request.
 
 pub mod channels;
 pub mod config;
+pub mod deliveries;
+pub mod delivery_log;
 pub mod destination;
 pub mod request;
 pub mod tables;
@@ -30,18 +36,26 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use eddy_api::ApiError;
 use eddy_api::server::{openapi_json, with_system_token};
-use eddy_schemas::catalog::{CHANNELS, TAGS, WEBHOOK_SUBSCRIPTIONS};
+use eddy_schemas::catalog::{
+    CHANNELS, TAGS, WEBHOOK_DEAD_LETTERS, WEBHOOK_DELIVERIES, WEBHOOK_EVENTS, WEBHOOK_SUBSCRIPTIONS,
+};
 use eddy_schemas::codec::CodecError;
 use eddy_schemas::writer::{RecordWriter, WriteError};
-use eddy_schemas::{AvroSerde, Catalog, Channel, SchemaRegistry, Tag, WebhookSubscription};
+use eddy_schemas::{
+    AvroSerde, Catalog, Channel, SchemaRegistry, Tag, WebhookEvent, WebhookSubscription,
+};
 use eddy_service::admin::ReadinessCondition;
 use eddy_service::shutdown::Shutdown;
 use eddy_service::{ComponentInfo, Runtime, ServiceError};
+use eddy_streams::service::supervise;
+use eddy_streams::{StreamsApp, Topology};
 use eddy_webhooks::SecretKey;
 
 pub use config::Config;
+use deliveries::{DeliveryLog, EventsTopic};
+use delivery_log::DeliveryLogBuilder;
 use destination::DestinationPolicy;
-use tables::{TableSettings, TopicTable};
+use tables::{EndOffsets, TableSettings, TopicTable};
 
 /// This component, as logs and the `eddy-producer` header name it.
 pub const COMPONENT: ComponentInfo = ComponentInfo::new("eddy-admin", env!("CARGO_PKG_VERSION"));
@@ -51,6 +65,9 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The longest tag, channel or subscription name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
+
+/// How long asking the other instances for their part of a list may take.
+const FAN_OUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What can stop the admin service from starting.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +88,8 @@ pub enum AdminError {
     Writer(#[from] WriteError),
     #[error("reading topic {topic}: {message}")]
     Table { topic: String, message: String },
+    #[error("starting the delivery log view: {0}")]
+    Streams(String),
 }
 
 /// What every request handler shares.
@@ -83,12 +102,18 @@ pub struct AdminState {
     tables: OnceLock<Tables>,
 }
 
-/// The three tables of the admin service.
+/// The tables of the admin service, the delivery log view and the events topic.
 #[derive(Debug)]
 pub struct Tables {
     pub channels: TopicTable<Channel>,
     pub tags: TopicTable<Tag>,
     pub webhook_subscriptions: TopicTable<WebhookSubscription>,
+    /// Dead-lettered webhook events by event id (read only).
+    pub dead_letters: TopicTable<WebhookEvent>,
+    /// Where the dead-letters topic ends, to read it to the end before a redelivery.
+    pub dead_letter_ends: EndOffsets,
+    pub delivery_log: DeliveryLog,
+    pub events: EventsTopic,
 }
 
 impl AdminState {
@@ -117,17 +142,22 @@ struct TableReadiness {
     channels: ReadinessCondition,
     tags: ReadinessCondition,
     webhook_subscriptions: ReadinessCondition,
+    dead_letters: ReadinessCondition,
 }
 
 /// Starts the admin service: serves the API at once (503 until the tables are loaded), then
-/// connects to Kafka and the registry and loads the tables in the background, turning ready
-/// when all three have caught up.
+/// connects to Kafka and the registry, loads the tables and starts the delivery log view in the
+/// background, turning ready when every table has caught up and the view runs.
 pub async fn start(config: Config, runtime: Runtime) -> Result<(), AdminError> {
     let readiness = TableReadiness {
         channels: runtime.readiness.condition("channels"),
         tags: runtime.readiness.condition("tags"),
         webhook_subscriptions: runtime.readiness.condition("webhook-subscriptions"),
+        dead_letters: runtime.readiness.condition("webhook-dead-letters"),
     };
+    // Registered now so the instance is not ready before the view starts; `supervise` takes
+    // the condition over once it has.
+    runtime.readiness.condition("streams");
     let state = Arc::new(AdminState::new(&config));
     let router = router(Arc::clone(&state), &config.api.system_token);
     eddy_api::serve(&runtime, config.api.http_address, router).await?;
@@ -154,6 +184,9 @@ pub fn router(state: Arc<AdminState>, system_token: &eddy_service::config::Secre
         .route("/webhooks.unsubscribe", post(webhooks::unsubscribe))
         .route("/webhooks.info", post(webhooks::info))
         .route("/webhooks.list", post(webhooks::list))
+        .route("/webhooks.rotate-secret", post(webhooks::rotate_secret))
+        .route(deliveries::LIST_PATH, post(deliveries::list))
+        .route("/webhooks.redeliver", post(deliveries::redeliver))
         .with_state(state);
     Router::new()
         .route("/openapi.json", get(openapi))
@@ -164,7 +197,8 @@ async fn openapi() -> Response {
     openapi_json(OPENAPI)
 }
 
-/// Waits for Kafka and the registry, opens the tables, and marks each ready once it caught up.
+/// Waits for Kafka and the registry, opens the tables, starts the delivery log view, and marks
+/// each table ready once it caught up.
 async fn load_tables(
     config: Config,
     runtime: Runtime,
@@ -194,10 +228,20 @@ async fn load_tables(
         topic(TAGS)?,
         topic(WEBHOOK_SUBSCRIPTIONS)?,
     );
+    let (events_topic, deliveries_topic, dead_letters_topic) = (
+        topic(WEBHOOK_EVENTS)?,
+        topic(WEBHOOK_DELIVERIES)?,
+        topic(WEBHOOK_DEAD_LETTERS)?,
+    );
     let writer = RecordWriter::new(
         &config.kafka,
         component.name,
-        &[&channels_topic, &tags_topic, &subscriptions_topic],
+        &[
+            &channels_topic,
+            &tags_topic,
+            &subscriptions_topic,
+            &events_topic,
+        ],
     )
     .await?;
     let settings = TableSettings {
@@ -227,6 +271,31 @@ async fn load_tables(
             &settings,
         )
         .await?,
+        dead_letters: TopicTable::open(
+            "webhook dead letters",
+            &dead_letters_topic,
+            value_serde(&registry, &dead_letters_topic).await?,
+            &settings,
+        )
+        .await?,
+        dead_letter_ends: EndOffsets::new(
+            &config.kafka,
+            &format!("{}-dead-letter-offsets", component.name),
+            &dead_letters_topic,
+        )?,
+        delivery_log: start_delivery_log(
+            &config,
+            &runtime,
+            &deliveries_topic,
+            value_serde(&registry, &deliveries_topic).await?,
+        )
+        .await?,
+        events: EventsTopic {
+            serde: value_serde(&registry, &events_topic).await?,
+            topic: events_topic,
+            writer: writer.clone(),
+            component,
+        },
     };
     let tables = state.tables.get_or_init(|| tables);
 
@@ -237,12 +306,59 @@ async fn load_tables(
         tables.webhook_subscriptions.table(),
         readiness.webhook_subscriptions,
     );
+    watch_caught_up(
+        &shutdown,
+        tables.dead_letters.table(),
+        readiness.dead_letters,
+    );
     // The readers run on threads of their own: stop them with the component.
     stop.cancelled().await;
     tables.channels.table().stop();
     tables.tags.table().stop();
     tables.webhook_subscriptions.table().stop();
+    tables.dead_letters.table().stop();
     Ok(())
+}
+
+/// Starts the delivery log view (see [`delivery_log`]) under the component's supervision:
+/// readiness condition `streams` holds while it runs, and shutdown commits and closes it.
+async fn start_delivery_log(
+    config: &Config,
+    runtime: &Runtime,
+    deliveries_topic: &str,
+    serde: AvroSerde<eddy_schemas::WebhookDelivery>,
+) -> Result<DeliveryLog, AdminError> {
+    let mut topology = Topology::new(config.application_id());
+    let (input, stores) = delivery_log::declare(&mut topology, deliveries_topic, serde);
+    topology.processor({
+        let stores = stores.clone();
+        move |_partition| DeliveryLogBuilder {
+            input: input.clone(),
+            stores: stores.clone(),
+        }
+    });
+    // The three stores must agree after a crash (the counts follow the other two): exactly-once
+    // unless EDDY_PROCESSING_GUARANTEE says otherwise.
+    let mut streams_config = config
+        .streams
+        .config_exactly_once_by_default(config.kafka.clone())
+        .for_component(runtime);
+    streams_config.advertised_address = Some(config.advertised_address());
+    let app = StreamsApp::start(streams_config, topology)
+        .await
+        .map_err(|error| AdminError::Streams(error.to_string()))?;
+    let queries = app.queries();
+    supervise(app, runtime);
+    // Made here, not before the API serves: loading the TLS roots takes a moment.
+    let client = reqwest::Client::builder()
+        .timeout(FAN_OUT_TIMEOUT)
+        .build()
+        .map_err(|error| AdminError::Streams(format!("the HTTP client: {error}")))?;
+    Ok(DeliveryLog {
+        queries,
+        stores,
+        client,
+    })
 }
 
 /// The value serde of `topic`, whose schema provisioning registered.
@@ -342,6 +458,9 @@ mod tests {
             "/webhooks.unsubscribe",
             "/webhooks.info",
             "/webhooks.list",
+            "/webhooks.rotate-secret",
+            "/webhooks.deliveries.list",
+            "/webhooks.redeliver",
             "/openapi.json",
         ]);
         assert_eq!(paths, served);

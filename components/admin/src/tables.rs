@@ -8,8 +8,13 @@
 //! Writes to one table are serialised on an instance (a check such as "is this tag name free?"
 //! and the write that depends on it happen under one lock); two instances writing conflicting
 //! changes at the same moment are not coordinated: the topic keeps the later record.
+//!
+//! A table written by others (the webhook dead letters) can instead be brought up to date
+//! before a request reads it: [`TopicTable::read_to_end`] waits until it has read everything
+//! written to its topic before the request came.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use eddy_api::ApiError;
 use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
@@ -18,6 +23,7 @@ use eddy_service::ComponentInfo;
 use eddy_service::envelope::{Envelope, TraceContext, now_millis};
 use eddy_service::kafka::KafkaArgs;
 use eddy_streams::{GlobalTable, StringSerde};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::AdminError;
@@ -45,6 +51,69 @@ impl<T> std::fmt::Debug for TopicTable<T> {
             .field("name", &self.name)
             .field("topic", &self.topic)
             .finish_non_exhaustive()
+    }
+}
+
+/// How long a metadata or end-offset request to Kafka may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the current end offsets of one topic (a client of its own, made once).
+pub struct EndOffsets {
+    topic: String,
+    consumer: Arc<BaseConsumer>,
+}
+
+impl std::fmt::Debug for EndOffsets {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EndOffsets")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndOffsets {
+    pub fn new(kafka: &KafkaArgs, client_id: &str, topic: &str) -> Result<Self, AdminError> {
+        let consumer: BaseConsumer =
+            kafka
+                .admin_config(client_id)
+                .create()
+                .map_err(|error| AdminError::Table {
+                    topic: topic.to_owned(),
+                    message: format!("creating the end offset reader: {error}"),
+                })?;
+        Ok(EndOffsets {
+            topic: topic.to_owned(),
+            consumer: Arc::new(consumer),
+        })
+    }
+
+    /// `(partition, end offset)` of every partition now.
+    async fn current(&self) -> Result<Vec<(i32, i64)>, String> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(|error| error.to_string())?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|found| found.name() == topic)
+                .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
+                .collect();
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    consumer
+                        .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                        .map(|(_, high)| (partition, high))
+                        .map_err(|error| error.to_string())
+                })
+                .collect()
+        })
+        .await
+        .map_err(|error| error.to_string())?
     }
 }
 
@@ -113,6 +182,40 @@ where
     /// The table whether or not it has caught up (for readiness and shutdown).
     pub fn table(&self) -> &GlobalTable<String, T> {
         &self.table
+    }
+
+    /// The table once it has read every record written to its topic before now (at most
+    /// [`READ_YOUR_WRITE_TIMEOUT`]; after that, or if Kafka does not say where the topic ends,
+    /// the table as it is), for a request that must see what others wrote just before it.
+    /// A 503 (`loading`) before the table first caught up.
+    pub async fn read_to_end(
+        &self,
+        ends: &EndOffsets,
+    ) -> Result<&GlobalTable<String, T>, ApiError> {
+        let table = self.loaded()?;
+        let deadline = Instant::now() + READ_YOUR_WRITE_TIMEOUT;
+        match ends.current().await {
+            Ok(ends) => {
+                for (partition, end) in ends.into_iter().filter(|(_, end)| *end > 0) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !table.wait_for(partition, end - 1, left).await {
+                        tracing::warn!(
+                            topic = %self.topic,
+                            partition,
+                            end,
+                            "the table did not reach the end of its topic in time; answering from what it read"
+                        );
+                        break;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(
+                topic = %self.topic,
+                error = %error,
+                "the end offsets are unknown; answering from what the table read"
+            ),
+        }
+        Ok(table)
     }
 
     /// Serialises writes to this table on this instance until the guard is dropped; take it

@@ -48,7 +48,7 @@ pub async fn create(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<CreateTag>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     let name = check_name("name", &body.name)?;
     let color = match body.color.as_deref() {
         Some(color) => check_color("color", color)?,
@@ -92,7 +92,7 @@ pub async fn update(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<UpdateTag>,
 ) -> Result<StatusCode, ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     if body.name.is_none() && body.color.is_none() {
         return Err(ApiError::bad_request(
             "nothing to update: give name or color",
@@ -131,7 +131,7 @@ pub async fn delete(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<DeleteTag>,
 ) -> Result<StatusCode, ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     let table = &state.tables()?.tags;
     let _writes = table.lock_writes().await;
     let tags = table.loaded()?;

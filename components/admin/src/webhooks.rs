@@ -1,9 +1,11 @@
 //! `/webhooks.subscribe`, `/webhooks.update`, `/webhooks.unsubscribe`, `/webhooks.info`,
-//! `/webhooks.list`: where Eddy sends its signed webhook events.
+//! `/webhooks.list`, `/webhooks.rotate-secret`: where Eddy sends its signed webhook events.
 //!
 //! A subscription's signing secret (`whsec_…`) is shown once, in the answer to
-//! `/webhooks.subscribe`, and never again: the record keeps only a reference (`secret_ref`),
-//! from which the sender derives the secret with the installation's secret key.
+//! `/webhooks.subscribe` (or `/webhooks.rotate-secret`), and never again: the record keeps only
+//! a reference (`secret_ref`), from which the sender derives the secret with the installation's
+//! secret key. After a rotation the old reference stays in `previous_secret_ref` for
+//! [`PREVIOUS_SECRET_VALIDITY_MS`], and deliveries carry both signatures meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +50,15 @@ const RESERVED_HEADER_PREFIX: &str = "webhook-";
 /// The most custom headers one subscription may carry.
 const MAX_HEADERS: usize = 50;
 
+/// `max_attempts`: how many attempts per event a subscription may ask for.
+pub const MAX_ATTEMPTS: std::ops::RangeInclusive<i64> = 1..=100;
+
+/// `max_age_seconds`: from a minute to 30 days (the delivery log's retention).
+pub const MAX_AGE_SECONDS: std::ops::RangeInclusive<i64> = 60..=2_592_000;
+
+/// How long the old secret keeps signing beside the new one after a rotation: 24 hours.
+pub const PREVIOUS_SECRET_VALIDITY_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// The key derivation purpose of webhook signing secrets (see [`SecretKey::derive`]).
 pub use eddy_webhooks::SUBSCRIPTION_SECRET_PURPOSE as SECRET_PURPOSE;
 
@@ -58,6 +69,8 @@ pub struct Subscribe {
     name: Option<String>,
     events: Option<Vec<String>>,
     headers: Option<BTreeMap<String, String>>,
+    max_attempts: Option<i64>,
+    max_age_seconds: Option<i64>,
 }
 
 /// `status` as the API names it.
@@ -85,6 +98,8 @@ pub struct UpdateSubscription {
     events: Option<Vec<String>>,
     headers: Option<BTreeMap<String, String>>,
     status: Option<StatusName>,
+    max_attempts: Option<i64>,
+    max_age_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,13 +112,13 @@ pub struct SubscriptionId {
 #[serde(deny_unknown_fields)]
 pub struct ListSubscriptions {}
 
-/// `/webhooks.subscribe {url, name?, events?, headers?}`: 201 with the subscription and its
-/// signing secret, the only time the secret is shown.
+/// `/webhooks.subscribe {url, name?, events?, headers?, max_attempts?, max_age_seconds?}`:
+/// 201 with the subscription and its signing secret, the only time the secret is shown.
 pub async fn subscribe(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<Subscribe>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     let name = body
         .name
         .as_deref()
@@ -111,6 +126,8 @@ pub async fn subscribe(
         .transpose()?;
     let events = check_events(body.events.unwrap_or_default())?;
     let headers = check_headers(body.headers.unwrap_or_default())?;
+    let max_attempts = body.max_attempts.map(check_max_attempts).transpose()?;
+    let max_age_ms = body.max_age_seconds.map(check_max_age).transpose()?;
     let endpoint = check_webhook_url("url", &body.url, state.destination_policy).await?;
 
     let secret_ref = SecretKey::new_reference()
@@ -128,8 +145,8 @@ pub async fn subscribe(
         status: SubscriptionStatus::Subscribed,
         secret_ref: Some(secret_ref),
         subscribed_at: now_millis(),
-        max_attempts: None,
-        max_age_ms: None,
+        max_attempts,
+        max_age_ms,
         previous_secret_ref: None,
         previous_secret_expires_at: None,
     };
@@ -145,21 +162,23 @@ pub async fn subscribe(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// `/webhooks.update {id, url?, name?, events?, headers?, status?}`: the changed subscription
-/// (without its secret); 404 for an unknown id.
+/// `/webhooks.update {id, url?, name?, events?, headers?, status?, max_attempts?,
+/// max_age_seconds?}`: the changed subscription (without its secret); 404 for an unknown id.
 pub async fn update(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<UpdateSubscription>,
 ) -> Result<Json<Value>, ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     if body.url.is_none()
         && body.name.is_none()
         && body.events.is_none()
         && body.headers.is_none()
         && body.status.is_none()
+        && body.max_attempts.is_none()
+        && body.max_age_seconds.is_none()
     {
         return Err(ApiError::bad_request(
-            "nothing to update: give url, name, events, headers or status",
+            "nothing to update: give url, name, events, headers, status, max_attempts or max_age_seconds",
         ));
     }
     let name = body
@@ -169,6 +188,8 @@ pub async fn update(
         .transpose()?;
     let events = body.events.map(check_events).transpose()?;
     let headers = body.headers.map(check_headers).transpose()?;
+    let max_attempts = body.max_attempts.map(check_max_attempts).transpose()?;
+    let max_age_ms = body.max_age_seconds.map(check_max_age).transpose()?;
     let endpoint = match body.url.as_deref() {
         Some(url) => Some(check_webhook_url("url", url, state.destination_policy).await?),
         None => None,
@@ -196,6 +217,12 @@ pub async fn update(
     if let Some(status) = body.status {
         changed.status = status.into();
     }
+    if max_attempts.is_some() {
+        changed.max_attempts = max_attempts;
+    }
+    if max_age_ms.is_some() {
+        changed.max_age_ms = max_age_ms;
+    }
     if changed != current {
         table
             .write(&changed.id, Some(&changed), trace.as_ref())
@@ -210,7 +237,7 @@ pub async fn unsubscribe(
     State(state): State<Arc<AdminState>>,
     request: ApiRequest<SubscriptionId>,
 ) -> Result<Json<Value>, ApiError> {
-    let ApiRequest { body, trace } = request;
+    let ApiRequest { body, trace, .. } = request;
     let table = &state.tables()?.webhook_subscriptions;
     let _writes = table.lock_writes().await;
     let subscriptions = table.loaded()?;
@@ -224,6 +251,41 @@ pub async fn unsubscribe(
             .await?;
     }
     Ok(Json(view(&subscription)))
+}
+
+/// `/webhooks.rotate-secret {id}`: a new signing secret for the subscription, in the answer
+/// (the only time it is shown) beside the subscription. The old secret keeps signing beside the
+/// new one for 24 hours, so receivers can switch without missing a delivery; 404 for an
+/// unknown id.
+pub async fn rotate_secret(
+    State(state): State<Arc<AdminState>>,
+    request: ApiRequest<SubscriptionId>,
+) -> Result<Json<Value>, ApiError> {
+    let ApiRequest { body, trace, .. } = request;
+    let table = &state.tables()?.webhook_subscriptions;
+    let _writes = table.lock_writes().await;
+    let subscriptions = table.loaded()?;
+    let mut subscription = subscriptions
+        .get(&body.id)
+        .ok_or_else(|| ApiError::not_found("webhook subscription", &body.id))?;
+    let secret_ref = SecretKey::new_reference()
+        .map_err(|error| ApiError::internal("making a signing secret reference", error))?;
+    let signing_secret = state
+        .secret_key
+        .derive(SECRET_PURPOSE, &secret_ref)
+        .map_err(|error| ApiError::internal("deriving a signing secret", error))?;
+    let previous = subscription.secret_ref.replace(secret_ref);
+    subscription.previous_secret_expires_at = previous
+        .as_ref()
+        .map(|_| now_millis() + PREVIOUS_SECRET_VALIDITY_MS);
+    subscription.previous_secret_ref = previous;
+    table
+        .write(&subscription.id, Some(&subscription), trace.as_ref())
+        .await?;
+    tracing::info!(subscription = %subscription.id, "signing secret rotated");
+    let mut rotated = view(&subscription);
+    rotated["signing_secret"] = Value::String(signing_secret.expose());
+    Ok(Json(rotated))
 }
 
 /// `/webhooks.info {id}`: one subscription (without its secret), or 404.
@@ -257,7 +319,7 @@ pub async fn list(
 }
 
 /// A subscription as the API shows it: `{id, name, url, events, headers, status,
-/// subscribed_at}`, never its secret or secret reference.
+/// subscribed_at, max_attempts, max_age_seconds}`, never its secret or secret references.
 pub fn view(subscription: &WebhookSubscription) -> Value {
     json!({
         "id": subscription.id,
@@ -270,7 +332,39 @@ pub fn view(subscription: &WebhookSubscription) -> Value {
             SubscriptionStatus::Unsubscribed => "Unsubscribed",
         },
         "subscribed_at": iso_millis(subscription.subscribed_at),
+        "max_attempts": subscription.max_attempts,
+        "max_age_seconds": subscription.max_age_ms.map(|millis| millis / 1000),
     })
+}
+
+/// `max_attempts` within [`MAX_ATTEMPTS`], or a 400 naming it.
+fn check_max_attempts(attempts: i64) -> Result<i32, ApiError> {
+    if !MAX_ATTEMPTS.contains(&attempts) {
+        return Err(ApiError::bad_field(
+            "max_attempts",
+            format!(
+                "{attempts} is out of range: use {} to {}",
+                MAX_ATTEMPTS.start(),
+                MAX_ATTEMPTS.end()
+            ),
+        ));
+    }
+    i32::try_from(attempts).map_err(|error| ApiError::bad_field("max_attempts", error))
+}
+
+/// `max_age_seconds` within [`MAX_AGE_SECONDS`] as milliseconds, or a 400 naming it.
+fn check_max_age(seconds: i64) -> Result<i64, ApiError> {
+    if !MAX_AGE_SECONDS.contains(&seconds) {
+        return Err(ApiError::bad_field(
+            "max_age_seconds",
+            format!(
+                "{seconds} is out of range: use {} (a minute) to {} (30 days)",
+                MAX_AGE_SECONDS.start(),
+                MAX_AGE_SECONDS.end()
+            ),
+        ));
+    }
+    Ok(seconds * 1000)
 }
 
 /// The requested event types, each one Eddy sends, without repeats (in the order given); a
@@ -429,7 +523,44 @@ mod tests {
                 "headers": {},
                 "status": "Unsubscribed",
                 "subscribed_at": "2025-11-22T08:26:40.123Z",
+                "max_attempts": null,
+                "max_age_seconds": null,
             })
         );
+        let limited = WebhookSubscription {
+            max_attempts: Some(5),
+            max_age_ms: Some(3_600_000),
+            previous_secret_ref: Some("derived:v1:old".into()),
+            previous_secret_expires_at: Some(1_763_900_000_000),
+            ..subscription
+        };
+        let shown = view(&limited);
+        assert_eq!(shown["max_attempts"], 5);
+        assert_eq!(shown["max_age_seconds"], 3600);
+        assert!(!shown.to_string().contains("derived:v1"), "{shown}");
+    }
+
+    #[test]
+    fn attempt_and_age_limits_are_bounded() {
+        assert_eq!(check_max_attempts(1).ok(), Some(1));
+        assert_eq!(check_max_attempts(100).ok(), Some(100));
+        for bad in [0, 101, -1, i64::MAX] {
+            let error = check_max_attempts(bad).expect_err("out of range");
+            assert!(
+                error.message.starts_with("max_attempts: "),
+                "{}",
+                error.message
+            );
+        }
+        assert_eq!(check_max_age(60).ok(), Some(60_000));
+        assert_eq!(check_max_age(2_592_000).ok(), Some(2_592_000_000));
+        for bad in [59, 2_592_001, 0] {
+            let error = check_max_age(bad).expect_err("out of range");
+            assert!(
+                error.message.starts_with("max_age_seconds: "),
+                "{}",
+                error.message
+            );
+        }
     }
 }

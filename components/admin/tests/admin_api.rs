@@ -1,16 +1,20 @@
 //! `eddy-admin` as a real process against the real local Kafka and schema registry: tags,
 //! channels and webhook subscriptions through the HTTP API, the webhook URL policy, auth before
 //! any work, body limits, errors that name the field, rejected requests writing nothing, two
-//! instances answering identically, and readiness only once the tables caught up.
+//! instances answering identically, readiness only once the tables caught up, secret rotation,
+//! the delivery log (spread over two instances) and redelivery of dead letters.
 
 use std::time::{Duration, Instant};
 
-use eddy_schemas::catalog::{CHANNELS, TAGS, WEBHOOK_SUBSCRIPTIONS};
+use eddy_schemas::catalog::{
+    CHANNELS, TAGS, WEBHOOK_DEAD_LETTERS, WEBHOOK_DELIVERIES, WEBHOOK_EVENTS, WEBHOOK_SUBSCRIPTIONS,
+};
 use eddy_schemas::provision::provision;
 use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
 use eddy_schemas::{
-    AvroSerde, Catalog, CatalogArgs, Channel, ConnectionState, RegistryArgs, SchemaRegistry, Tag,
-    TagColor, WebhookSubscription, ids,
+    AvroSerde, Catalog, CatalogArgs, Channel, ConnectionState, DeliveryOutcome, Entity,
+    RegistryArgs, SchemaRegistry, Tag, TagColor, WebhookDelivery, WebhookEvent,
+    WebhookSubscription, ids,
 };
 use eddy_service::envelope::{Envelope, TraceContext};
 use eddy_testkit::{ComponentCommand, ComponentProcess, TestNamespace, free_port};
@@ -40,10 +44,18 @@ impl Provisioned {
             partitions: 3,
             replication_factor: None,
         });
-        // Only the topics the admin service reads: quicker to provision.
-        catalog
-            .topics
-            .retain(|topic| [CHANNELS, TAGS, WEBHOOK_SUBSCRIPTIONS].contains(&topic.dataset));
+        // Only the topics the admin service reads and writes: quicker to provision.
+        catalog.topics.retain(|topic| {
+            [
+                CHANNELS,
+                TAGS,
+                WEBHOOK_SUBSCRIPTIONS,
+                WEBHOOK_EVENTS,
+                WEBHOOK_DELIVERIES,
+                WEBHOOK_DEAD_LETTERS,
+            ]
+            .contains(&topic.dataset)
+        });
         let registry =
             SchemaRegistry::new(&RegistryArgs::new(&namespace.stack().schema_registry_url))
                 .expect("registry client");
@@ -65,8 +77,9 @@ impl Provisioned {
             .to_owned()
     }
 
+    /// The topics the admin service writes.
     fn admin_topics(&self) -> Vec<String> {
-        [CHANNELS, TAGS, WEBHOOK_SUBSCRIPTIONS]
+        [CHANNELS, TAGS, WEBHOOK_SUBSCRIPTIONS, WEBHOOK_EVENTS]
             .iter()
             .map(|dataset| self.topic(dataset))
             .collect()
@@ -76,13 +89,17 @@ impl Provisioned {
     fn start_admin(&self, extra: &[(&str, &str)]) -> Admin {
         let http_port = free_port();
         let admin_port = free_port();
+        let instance = format!("eddy-admin-{http_port}");
         let mut command = ComponentCommand::for_program(
             &self.namespace,
-            &format!("eddy-admin-{http_port}"),
+            &instance,
             env!("CARGO_BIN_EXE_eddy-admin"),
         )
         .env("EDDY_ADMIN_ADDRESS", format!("127.0.0.1:{admin_port}"))
         .env("EDDY_HTTP_ADDRESS", format!("127.0.0.1:{http_port}"))
+        .env("EDDY_ADVERTISED_ADDRESS", format!("127.0.0.1:{http_port}"))
+        .env("EDDY_STATE_DIR", self.namespace.state_dir(&instance))
+        .env("EDDY_INSTANCE_ID", &instance)
         .env("EDDY_SYSTEM_TOKEN", SYSTEM_TOKEN)
         .env("EDDY_SECRET_KEY", SECRET_KEY)
         .env("EDDY_TOPIC_NAMESPACE", self.namespace.prefix())
@@ -118,6 +135,34 @@ impl Provisioned {
             })
             .await
             .expect("channel written");
+    }
+
+    /// Writes `records` (key, value, what places it) to `dataset`'s topic as the webhook sender
+    /// would.
+    async fn write_webhook_records<T: Entity>(
+        &self,
+        dataset: &str,
+        records: &[(String, T, String)],
+    ) {
+        let topic = self.topic(dataset);
+        let writer = RecordWriter::new(&self.namespace.kafka(), "admin-test", &[&topic])
+            .await
+            .expect("writer");
+        let serde = AvroSerde::<T>::for_topic(&self.registry, &topic)
+            .await
+            .expect("serde");
+        let envelope = Envelope::originated("admin-test");
+        let outgoing = records
+            .iter()
+            .map(|(key, value, placement)| OutgoingRecord {
+                topic: &topic,
+                key,
+                value: Some(serde.encode(value).expect("encodes")),
+                placement: Placement::By(placement),
+                envelope: &envelope,
+            })
+            .collect();
+        writer.send_all(outgoing).await.expect("records written");
     }
 
     /// The sum of the end offsets of every partition of each admin topic.
@@ -630,6 +675,8 @@ async fn webhook_secrets_are_shown_once_and_subscriptions_change_and_unsubscribe
         "headers": {"X-Team": "support"},
         "status": "Subscribed",
         "subscribed_at": subscribed_at,
+        "max_attempts": null,
+        "max_age_seconds": null,
     });
     let mut expected_created = view.clone();
     expected_created["signing_secret"] = json!(secret);
@@ -1082,7 +1129,13 @@ async fn ready_only_once_every_table_caught_up() {
         .wait_for_ready_answer(|answer| answer.status == 503)
         .await;
     let waiting_for = waiting.json()["waiting_for"].clone();
-    for table in ["channels", "tags", "webhook-subscriptions"] {
+    for table in [
+        "channels",
+        "tags",
+        "webhook-subscriptions",
+        "webhook-dead-letters",
+        "streams",
+    ] {
         assert!(
             waiting_for
                 .as_array()
@@ -1134,4 +1187,845 @@ async fn ready_only_once_every_table_caught_up() {
     );
     let channels = admin.post("/channels.list", json!({})).await;
     assert_eq!(ids_of(&channels.json()), vec![sms.id]);
+}
+
+/// A subscription made through `admin`: its id.
+async fn subscribe(admin: &Admin, body: Value) -> String {
+    let created = admin.post("/webhooks.subscribe", body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    created.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// Every subscription record of `id` in the subscriptions topic, once `done` holds for them.
+async fn subscription_records(
+    fixture: &Provisioned,
+    id: &str,
+    mut done: impl FnMut(&[WebhookSubscription]) -> bool,
+) -> Vec<WebhookSubscription> {
+    let serde = AvroSerde::<WebhookSubscription>::for_topic(
+        &fixture.registry,
+        &fixture.topic(WEBHOOK_SUBSCRIPTIONS),
+    )
+    .await
+    .expect("serde");
+    let decode = |records: &[eddy_testkit::ConsumedRecord]| -> Vec<WebhookSubscription> {
+        records
+            .iter()
+            .filter(|record| record.key_text() == id)
+            .filter_map(|record| record.value.as_deref())
+            .map(|value| serde.decode(value).expect("a subscription"))
+            .collect()
+    };
+    let records = fixture
+        .records(WEBHOOK_SUBSCRIPTIONS, |records| done(&decode(records)))
+        .await;
+    decode(&records)
+}
+
+#[tokio::test]
+async fn webhook_limits_are_checked_and_rotated_secrets_keep_the_old_one_for_a_day() {
+    let fixture = Provisioned::new("admin-webhook-rotation").await;
+    let admin = fixture.start_admin(&[]);
+    admin.wait_ready().await;
+    let before = fixture.end_offsets();
+
+    for (limits, message_start) in [
+        (
+            json!({"max_attempts": 0}),
+            "max_attempts: 0 is out of range: use 1 to 100",
+        ),
+        (
+            json!({"max_attempts": 101}),
+            "max_attempts: 101 is out of range",
+        ),
+        (json!({"max_attempts": "5"}), "max_attempts: invalid type"),
+        (json!({"max_attempts": 2.5}), "max_attempts: "),
+        (
+            json!({"max_age_seconds": 59}),
+            "max_age_seconds: 59 is out of range",
+        ),
+        (
+            json!({"max_age_seconds": 2_592_001}),
+            "max_age_seconds: 2592001 is out of range",
+        ),
+    ] {
+        let mut body = limits.clone();
+        body["url"] = json!(PUBLIC_HOOK);
+        admin.post("/webhooks.subscribe", body).await.assert_error(
+            400,
+            "invalid_request",
+            message_start,
+        );
+    }
+    assert_eq!(
+        fixture.end_offsets(),
+        before,
+        "a refused subscription wrote something"
+    );
+
+    let created = admin
+        .post(
+            "/webhooks.subscribe",
+            json!({"url": PUBLIC_HOOK, "max_attempts": 3, "max_age_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json();
+    assert_eq!(created["max_attempts"], 3);
+    assert_eq!(created["max_age_seconds"], 3600);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let first_secret = created["signing_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    // Without limits: null, the sender's defaults.
+    let plain = admin
+        .post("/webhooks.subscribe", json!({"url": PUBLIC_HOOK}))
+        .await
+        .json();
+    assert_eq!(plain["max_attempts"], Value::Null);
+    assert_eq!(plain["max_age_seconds"], Value::Null);
+
+    admin
+        .post("/webhooks.update", json!({"id": id, "max_attempts": 0}))
+        .await
+        .assert_error(400, "invalid_request", "max_attempts: 0 is out of range");
+    admin
+        .post(
+            "/webhooks.update",
+            json!({"id": id, "max_age_seconds": 2_592_001}),
+        )
+        .await
+        .assert_error(400, "invalid_request", "max_age_seconds: ");
+    admin
+        .post("/webhooks.update", json!({"id": id, "max_attempts": null}))
+        .await
+        .assert_error(400, "invalid_request", "nothing to update");
+    let updated = admin
+        .post(
+            "/webhooks.update",
+            json!({"id": id, "max_attempts": 100, "max_age_seconds": 2_592_000}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    assert_eq!(updated.json()["max_attempts"], 100);
+    assert_eq!(updated.json()["max_age_seconds"], 2_592_000);
+    let only_age = admin
+        .post("/webhooks.update", json!({"id": id, "max_age_seconds": 60}))
+        .await
+        .json();
+    assert_eq!(only_age["max_attempts"], 100, "unchanged");
+    assert_eq!(only_age["max_age_seconds"], 60);
+    let info = admin.post("/webhooks.info", json!({"id": id})).await.json();
+    assert_eq!(info, only_age);
+
+    let rotated_at = eddy_service::envelope::now_millis();
+    let rotated = admin
+        .post("/webhooks.rotate-secret", json!({"id": id}))
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    let mut rotated = rotated.json();
+    let second_secret = rotated["signing_secret"]
+        .as_str()
+        .expect("a new secret")
+        .to_owned();
+    assert!(second_secret.starts_with("whsec_"), "{second_secret}");
+    assert_ne!(second_secret, first_secret);
+    rotated
+        .as_object_mut()
+        .expect("an object")
+        .remove("signing_secret");
+    assert_eq!(
+        rotated, info,
+        "the subscription, unchanged but for its secret"
+    );
+    let info = admin.post("/webhooks.info", json!({"id": id})).await;
+    assert!(!info.text.contains("whsec_"), "{}", info.text);
+    admin
+        .post(
+            "/webhooks.rotate-secret",
+            json!({"id": "no-such-subscription"}),
+        )
+        .await
+        .assert_error(
+            404,
+            "not_found",
+            "webhook subscription no-such-subscription",
+        );
+
+    // The record: the new reference, and the old one beside it for 24 hours.
+    let records = subscription_records(&fixture, &id, |records| {
+        records
+            .iter()
+            .any(|record| record.previous_secret_ref.is_some())
+    })
+    .await;
+    let original = records[0].secret_ref.clone().expect("a secret reference");
+    let latest = records.last().expect("the rotation");
+    let key = SecretKey::new(SECRET_KEY.as_bytes());
+    let derive = |reference: &str| key.derive("webhook", reference).expect("derives").expose();
+    assert_eq!(
+        latest.previous_secret_ref.as_deref(),
+        Some(original.as_str())
+    );
+    assert_eq!(derive(&original), first_secret);
+    assert_eq!(
+        derive(latest.secret_ref.as_deref().expect("a new reference")),
+        second_secret
+    );
+    let expires_at = latest
+        .previous_secret_expires_at
+        .expect("the old secret expires");
+    let day = 24 * 60 * 60 * 1000;
+    assert!(
+        (rotated_at + day..=eddy_service::envelope::now_millis() + day).contains(&expires_at),
+        "{expires_at}"
+    );
+    assert_eq!(latest.max_attempts, Some(100));
+    assert_eq!(latest.max_age_ms, Some(60_000));
+    let output = admin.process.output();
+    for secret in [&first_secret, &second_secret] {
+        assert!(!output.contains(secret.as_str()), "a secret was logged");
+    }
+}
+
+/// 2025-11-22T08:26:40.000Z, the time the attempts in these tests start at.
+const BASE_TIME: i64 = 1_763_800_000_000;
+
+fn attempt(
+    subscription_id: &str,
+    event_id: &str,
+    attempt: i32,
+    attempted_at: i64,
+    outcome: DeliveryOutcome,
+) -> WebhookDelivery {
+    let failed = outcome != DeliveryOutcome::Succeeded;
+    WebhookDelivery {
+        event_id: event_id.to_owned(),
+        subscription_id: subscription_id.to_owned(),
+        event_type: "message.created".to_owned(),
+        attempt,
+        attempted_at,
+        outcome,
+        status_code: Some(if failed { 503 } else { 204 }),
+        latency_ms: Some(i64::from(attempt) * 10),
+        error: failed.then(|| "HTTP 503".to_owned()),
+        next_attempt_at: (outcome == DeliveryOutcome::Failed).then_some(attempted_at + 5_000),
+    }
+}
+
+/// Writes attempts to the deliveries topic as the sender does: key `<event id>/<attempt>`, on
+/// the partition of the event (its ordering key is `ordering_keys[event id]`).
+async fn write_attempts(fixture: &Provisioned, attempts: &[(WebhookDelivery, String)]) {
+    let records: Vec<(String, WebhookDelivery, String)> = attempts
+        .iter()
+        .map(|(delivery, ordering_key)| {
+            (
+                format!("{}/{}", delivery.event_id, delivery.attempt),
+                delivery.clone(),
+                eddy_webhooks::event_placement(&delivery.subscription_id, Some(ordering_key)),
+            )
+        })
+        .collect();
+    fixture
+        .write_webhook_records(WEBHOOK_DELIVERIES, &records)
+        .await;
+}
+
+/// `(event id, attempt)` of each attempt in a list answer.
+fn attempts_of(list: &Value) -> Vec<(String, i64)> {
+    list["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|item| {
+            (
+                item["event_id"].as_str().expect("event_id").to_owned(),
+                item["attempt"].as_i64().expect("attempt"),
+            )
+        })
+        .collect()
+}
+
+/// `(event id, attempt)` of `attempts`, newest first.
+fn newest_first(attempts: &[&WebhookDelivery]) -> Vec<(String, i64)> {
+    let mut sorted = attempts.to_vec();
+    sorted.sort_by_key(|delivery| std::cmp::Reverse(delivery.attempted_at));
+    sorted
+        .iter()
+        .map(|delivery| (delivery.event_id.clone(), i64::from(delivery.attempt)))
+        .collect()
+}
+
+/// Follows `next_cursor` (or `previous_cursor` backwards) from `request` to the end: every page.
+async fn every_page(admin: &Admin, request: Value) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut body = request.clone();
+    loop {
+        let page = admin.post("/webhooks.deliveries.list", body.clone()).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let page = page.json();
+        let next = page["pagination_data"]["next_cursor"].clone();
+        pages.push(page);
+        if next.is_null() {
+            return pages;
+        }
+        assert!(pages.len() < 50, "the pages never end");
+        body["cursor"] = next;
+    }
+}
+
+#[tokio::test]
+async fn the_delivery_log_lists_attempts_newest_first_from_every_instance() {
+    let fixture = Provisioned::new("admin-deliveries").await;
+    let first = fixture.start_admin(&[]);
+    let second = fixture.start_admin(&[]);
+    first.wait_ready().await;
+    second.wait_ready().await;
+    let crm = subscribe(&first, json!({"url": PUBLIC_HOOK, "name": "crm"})).await;
+    let other = subscribe(&first, json!({"url": PUBLIC_HOOK, "name": "other"})).await;
+
+    // Six events of crm over several conversations (so several partitions, owned by both
+    // instances), with one to three attempts each, and two of the other subscription in between.
+    let endings = [
+        DeliveryOutcome::Succeeded,
+        DeliveryOutcome::DeadLettered,
+        DeliveryOutcome::Failed,
+        DeliveryOutcome::Cancelled,
+    ];
+    let mut written: Vec<(WebhookDelivery, String)> = Vec::new();
+    for number in 0..6_i64 {
+        let event_id = format!("crm-event-{number}");
+        let attempts = (number % 3) as i32 + 1;
+        for number_of_attempt in 1..=attempts {
+            let outcome = if number_of_attempt == attempts {
+                endings[number as usize % endings.len()]
+            } else {
+                DeliveryOutcome::Failed
+            };
+            written.push((
+                attempt(
+                    &crm,
+                    &event_id,
+                    number_of_attempt,
+                    BASE_TIME + number * 10_000 + i64::from(number_of_attempt) * 1_000,
+                    outcome,
+                ),
+                format!("conversation-{number}"),
+            ));
+        }
+    }
+    for number in 0..2_i64 {
+        written.push((
+            attempt(
+                &other,
+                &format!("other-event-{number}"),
+                1,
+                BASE_TIME + number * 10_000 + 500,
+                DeliveryOutcome::Succeeded,
+            ),
+            format!("conversation-{number}"),
+        ));
+    }
+    write_attempts(&fixture, &written).await;
+    let crm_attempts: Vec<&WebhookDelivery> = written
+        .iter()
+        .map(|(delivery, _)| delivery)
+        .filter(|delivery| delivery.subscription_id == crm)
+        .collect();
+    assert_eq!(crm_attempts.len(), 12);
+
+    let everything = json!({"subscription_id": crm, "page_size": 100});
+    let full = eddy_testkit::poll_until("every attempt to be listed", CONVERGENCE, || async {
+        let list = first
+            .post("/webhooks.deliveries.list", everything.clone())
+            .await;
+        (list.status == 200 && list.json()["pagination_data"]["total"] == 12).then(|| list.json())
+    })
+    .await;
+    assert_eq!(attempts_of(&full), newest_first(&crm_attempts));
+    assert_eq!(
+        full["pagination_data"],
+        json!({"previous_cursor": null, "next_cursor": null, "total": 12})
+    );
+    // The shape of one attempt: the second (failed) attempt of event 2.
+    let failed = full["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|item| item["event_id"] == "crm-event-2" && item["attempt"] == 2)
+        .expect("attempt 2 of event 2");
+    assert_eq!(
+        *failed,
+        json!({
+            "event_id": "crm-event-2",
+            "subscription_id": crm,
+            "event_type": "message.created",
+            "attempt": 2,
+            "attempted_at": "2025-11-22T08:27:02.000Z",
+            "status": "failed",
+            "status_code": 503,
+            "latency_ms": 20,
+            "error": "HTTP 503",
+            "next_attempt_at": "2025-11-22T08:27:07.000Z",
+        })
+    );
+    // The other instance merges the same answer.
+    eddy_testkit::poll_until(
+        "the second instance to answer the same",
+        CONVERGENCE,
+        || async {
+            let list = second
+                .post("/webhooks.deliveries.list", everything.clone())
+                .await;
+            (list.status == 200 && list.json() == full).then_some(())
+        },
+    )
+    .await;
+    let others = first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": other}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        attempts_of(&others),
+        vec![
+            ("other-event-1".to_owned(), 1),
+            ("other-event-0".to_owned(), 1)
+        ]
+    );
+
+    // Filters.
+    for (status, outcome) in [
+        ("succeeded", DeliveryOutcome::Succeeded),
+        ("failed", DeliveryOutcome::Failed),
+        ("dead_lettered", DeliveryOutcome::DeadLettered),
+        ("cancelled", DeliveryOutcome::Cancelled),
+    ] {
+        let list = second
+            .post(
+                "/webhooks.deliveries.list",
+                json!({"subscription_id": crm, "status": status}),
+            )
+            .await;
+        assert_eq!(list.status, 200, "{}", list.text);
+        let expected: Vec<&WebhookDelivery> = crm_attempts
+            .iter()
+            .copied()
+            .filter(|delivery| delivery.outcome == outcome)
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(
+            attempts_of(&list.json()),
+            newest_first(&expected),
+            "{status}"
+        );
+        assert_eq!(
+            list.json()["pagination_data"]["total"],
+            expected.len(),
+            "{status}"
+        );
+    }
+    let of_event = first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "event_id": "crm-event-5"}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        attempts_of(&of_event),
+        vec![
+            ("crm-event-5".to_owned(), 3),
+            ("crm-event-5".to_owned(), 2),
+            ("crm-event-5".to_owned(), 1)
+        ]
+    );
+    assert_eq!(of_event["pagination_data"]["total"], 3);
+    let foreign_event = first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "event_id": "other-event-0"}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        foreign_event["data"],
+        json!([]),
+        "another subscription's event"
+    );
+    // since ≤ attempted_at < until: events 2 and 3 (08:27:00 up to 08:27:20, any offset).
+    let window = first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({
+                "subscription_id": crm,
+                "since": "2025-11-22T09:27:00+01:00",
+                "until": "2025-11-22T08:27:20.000Z",
+            }),
+        )
+        .await;
+    assert_eq!(window.status, 200, "{}", window.text);
+    let expected: Vec<&WebhookDelivery> = crm_attempts
+        .iter()
+        .copied()
+        .filter(|delivery| {
+            (BASE_TIME + 20_000..BASE_TIME + 40_000).contains(&delivery.attempted_at)
+        })
+        .collect();
+    assert_eq!(expected.len(), 4);
+    assert_eq!(attempts_of(&window.json()), newest_first(&expected));
+    let since_third_attempt = first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "since": "2025-11-22T08:27:03.000Z", "status": "failed"}),
+        )
+        .await
+        .json();
+    let expected: Vec<&WebhookDelivery> = crm_attempts
+        .iter()
+        .copied()
+        .filter(|delivery| {
+            delivery.attempted_at >= BASE_TIME + 23_000
+                && delivery.outcome == DeliveryOutcome::Failed
+        })
+        .collect();
+    assert_eq!(attempts_of(&since_third_attempt), newest_first(&expected));
+
+    // Pages: three of five, no attempt twice, the same order as the whole list, and back.
+    let pages = every_page(&second, json!({"subscription_id": crm, "page_size": 5})).await;
+    assert_eq!(pages.len(), 3);
+    assert!(pages[0]["pagination_data"]["previous_cursor"].is_null());
+    let paged: Vec<(String, i64)> = pages.iter().flat_map(attempts_of).collect();
+    assert_eq!(paged, attempts_of(&full));
+    let mut unique = paged.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 12, "an attempt on two pages");
+    for page in &pages {
+        assert_eq!(page["pagination_data"]["total"], 12);
+    }
+    let back = first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({
+                "subscription_id": crm,
+                "page_size": 5,
+                "cursor": pages[2]["pagination_data"]["previous_cursor"],
+            }),
+        )
+        .await
+        .json();
+    assert_eq!(attempts_of(&back), attempts_of(&pages[1]));
+    let filtered_pages = every_page(
+        &first,
+        json!({"subscription_id": crm, "page_size": 2, "status": "failed"}),
+    )
+    .await;
+    let failed_attempts: Vec<&WebhookDelivery> = crm_attempts
+        .iter()
+        .copied()
+        .filter(|delivery| delivery.outcome == DeliveryOutcome::Failed)
+        .collect();
+    assert_eq!(
+        filtered_pages
+            .iter()
+            .flat_map(attempts_of)
+            .collect::<Vec<_>>(),
+        newest_first(&failed_attempts)
+    );
+
+    // Refusals.
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": "no-such-subscription"}),
+        )
+        .await
+        .assert_error(
+            404,
+            "not_found",
+            "webhook subscription no-such-subscription does not exist",
+        );
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "status": "FAILED"}),
+        )
+        .await
+        .assert_error(
+            400,
+            "invalid_request",
+            "status: 'FAILED' is not a delivery status",
+        );
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "since": "yesterday"}),
+        )
+        .await
+        .assert_error(400, "invalid_request", "since: ");
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "since": "2025-11-22T08:27:00Z", "until": "2025-11-22T08:27:00Z"}),
+        )
+        .await
+        .assert_error(400, "invalid_request", "until: must be after since");
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "page_size": 101}),
+        )
+        .await
+        .assert_error(400, "invalid_request", "page_size: ");
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": other, "cursor": pages[0]["pagination_data"]["next_cursor"]}),
+        )
+        .await
+        .assert_error(400, "invalid_request", "cursor: belongs to another list");
+    first
+        .post(
+            "/webhooks.deliveries.list",
+            json!({"subscription_id": crm, "cursor": "20"}),
+        )
+        .await
+        .assert_error(400, "invalid_request", "cursor: ");
+    first
+        .post("/webhooks.deliveries.list", json!({}))
+        .await
+        .assert_error(400, "invalid_request", "missing field `subscription_id`");
+}
+
+fn webhook_event(
+    id: &str,
+    subscription_id: &str,
+    ordering_key: Option<&str>,
+    created_at: i64,
+) -> WebhookEvent {
+    WebhookEvent {
+        id: id.to_owned(),
+        subscription_id: subscription_id.to_owned(),
+        event_type: "message.created".to_owned(),
+        created_at,
+        ordering_key: ordering_key.map(str::to_owned),
+        payload: r#"{"id":"m1"}"#.to_owned(),
+        redelivery_requested_at: None,
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_redelivered_as_copies_on_their_events_partition() {
+    let fixture = Provisioned::new("admin-redeliver").await;
+    let admin = fixture.start_admin(&[]);
+    admin.wait_ready().await;
+    let crm = subscribe(&admin, json!({"url": PUBLIC_HOOK})).await;
+    let other = subscribe(&admin, json!({"url": PUBLIC_HOOK})).await;
+
+    // Dead letters: three of crm (one without an ordering key) and one of the other
+    // subscription; a delivered event of crm is only in the log.
+    let dead = [
+        webhook_event("event-b", &crm, Some("conversation-2"), BASE_TIME + 2),
+        webhook_event("event-a", &crm, Some("conversation-1"), BASE_TIME + 1),
+        webhook_event("event-c", &crm, None, BASE_TIME + 3),
+        webhook_event("event-other", &other, Some("conversation-1"), BASE_TIME + 4),
+    ];
+    let placement = |event: &WebhookEvent| {
+        eddy_webhooks::event_placement(&event.subscription_id, event.ordering_key.as_deref())
+    };
+    let records: Vec<(String, WebhookEvent, String)> = dead
+        .iter()
+        .map(|event| (event.id.clone(), event.clone(), placement(event)))
+        .collect();
+    fixture
+        .write_webhook_records(WEBHOOK_DEAD_LETTERS, &records)
+        .await;
+    write_attempts(
+        &fixture,
+        &[
+            (
+                attempt(
+                    &crm,
+                    "event-a",
+                    1,
+                    BASE_TIME + 10,
+                    DeliveryOutcome::DeadLettered,
+                ),
+                "conversation-1".to_owned(),
+            ),
+            (
+                attempt(
+                    &crm,
+                    "event-delivered",
+                    1,
+                    BASE_TIME + 20,
+                    DeliveryOutcome::Succeeded,
+                ),
+                "conversation-3".to_owned(),
+            ),
+        ],
+    )
+    .await;
+
+    // No waiting: a redelivery reads the dead letters up to the end of their topic first.
+    let one = admin
+        .post(
+            "/webhooks.redeliver",
+            json!({"subscription_id": crm, "event_id": "event-a"}),
+        )
+        .await;
+    assert_eq!(one.status, 202, "{}", one.text);
+    let one = one.json();
+    assert_eq!(one, json!({"redelivering": 1, "event_ids": ["event-a"]}));
+
+    let serde =
+        AvroSerde::<WebhookEvent>::for_topic(&fixture.registry, &fixture.topic(WEBHOOK_EVENTS))
+            .await
+            .expect("serde");
+    let check_copy = |record: &eddy_testkit::ConsumedRecord, original: &WebhookEvent| {
+        let copy = serde
+            .decode(record.value.as_deref().expect("a value"))
+            .expect("an event");
+        let requested_at = copy.redelivery_requested_at.expect("a redelivery request");
+        assert!(requested_at > BASE_TIME, "{requested_at}");
+        assert_eq!(
+            copy,
+            WebhookEvent {
+                redelivery_requested_at: Some(requested_at),
+                ..original.clone()
+            }
+        );
+        assert_eq!(
+            record.partition,
+            eddy_streams::partitioner::partition_for_key(placement(original).as_bytes(), 3),
+            "{} on the partition of its event",
+            original.id
+        );
+        assert!(
+            header(record, "eddy-producer").starts_with("eddy-admin/"),
+            "{record:?}"
+        );
+    };
+    let written = fixture
+        .records(WEBHOOK_EVENTS, |records| !records.is_empty())
+        .await;
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].key_text(), "event-a");
+    check_copy(&written[0], &dead[1]);
+
+    // Every dead letter of the subscription, oldest first (event-a is still dead-lettered: the
+    // sender tombstones it once it takes the request).
+    let all = admin
+        .post("/webhooks.redeliver", json!({"subscription_id": crm}))
+        .await;
+    assert_eq!(all.status, 202, "{}", all.text);
+    assert_eq!(
+        all.json(),
+        json!({"redelivering": 3, "event_ids": ["event-a", "event-b", "event-c"]})
+    );
+    let written = fixture
+        .records(WEBHOOK_EVENTS, |records| records.len() >= 4)
+        .await;
+    let mut keys: Vec<String> = written.iter().map(|record| record.key_text()).collect();
+    keys.sort();
+    assert_eq!(keys, ["event-a", "event-a", "event-b", "event-c"]);
+    for record in &written {
+        let original = dead
+            .iter()
+            .find(|event| event.id == record.key_text())
+            .expect("a dead letter of crm");
+        assert_eq!(original.subscription_id, crm);
+        check_copy(record, original);
+    }
+
+    // Refusals write nothing.
+    let before = fixture.end_offsets();
+    admin
+        .post(
+            "/webhooks.redeliver",
+            json!({"subscription_id": crm, "event_id": "event-other"}),
+        )
+        .await
+        .assert_error(
+            404,
+            "not_found",
+            &format!("webhook event event-other of subscription {crm} does not exist"),
+        );
+    admin
+        .post(
+            "/webhooks.redeliver",
+            json!({"subscription_id": crm, "event_id": "no-such-event"}),
+        )
+        .await
+        .assert_error(404, "not_found", "webhook event no-such-event");
+    eddy_testkit::poll_until(
+        "a delivered event to be refused as not dead-lettered",
+        CONVERGENCE,
+        || async {
+            let answer = admin
+                .post(
+                    "/webhooks.redeliver",
+                    json!({"subscription_id": crm, "event_id": "event-delivered"}),
+                )
+                .await;
+            match answer.status {
+                404 => None,
+                _ => Some(answer),
+            }
+        },
+    )
+    .await
+    .assert_error(
+        409,
+        "conflict",
+        "webhook event event-delivered is not dead-lettered",
+    );
+    admin
+        .post(
+            "/webhooks.redeliver",
+            json!({"subscription_id": "no-such-subscription"}),
+        )
+        .await
+        .assert_error(
+            404,
+            "not_found",
+            "webhook subscription no-such-subscription",
+        );
+    admin
+        .post("/webhooks.redeliver", json!({"event_id": "event-a"}))
+        .await
+        .assert_error(400, "invalid_request", "missing field `subscription_id`");
+    let unsubscribed = admin
+        .post("/webhooks.unsubscribe", json!({"id": crm}))
+        .await;
+    assert_eq!(unsubscribed.status, 200, "{}", unsubscribed.text);
+    let refused = admin
+        .post("/webhooks.redeliver", json!({"subscription_id": crm}))
+        .await;
+    refused.assert_error(
+        409,
+        "conflict",
+        &format!("webhook subscription {crm} is unsubscribed"),
+    );
+    assert!(
+        refused.text.contains("subscribe it again first"),
+        "{}",
+        refused.text
+    );
+    let events_topic = fixture.topic(WEBHOOK_EVENTS);
+    let events_written = |offsets: &[(String, i64)]| {
+        offsets
+            .iter()
+            .find(|(topic, _)| *topic == events_topic)
+            .map(|(_, total)| *total)
+    };
+    assert_eq!(
+        events_written(&fixture.end_offsets()),
+        events_written(&before),
+        "a refused redelivery wrote an event"
+    );
 }

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::SenderMetrics;
 use crate::outbox::{
-    DUE_PREFIX, DueSlot, EntryState, OutboxEntry, OutboxSignals, OutboxValue, due_until, entry_key,
+    DUE_PREFIX, EntryState, OutboxEntry, OutboxSignals, OutboxValue, due_until, entry_key,
 };
 use crate::schedule::{AfterFailure, RetrySchedule, random_unit};
 
@@ -67,6 +67,8 @@ pub struct Executor {
     pub writer: Arc<RecordWriter>,
     pub deliveries_topic: String,
     pub delivery_serde: AvroSerde<WebhookDelivery>,
+    pub dead_letters_topic: String,
+    pub dead_letter_serde: AvroSerde<WebhookEvent>,
     pub policy: DeliveryPolicy,
     pub metrics: SenderMetrics,
     pub producer: String,
@@ -97,14 +99,17 @@ struct InFlight {
     attempt: u32,
 }
 
-/// What a finished delivery task reports.
+/// What a delivery task reports.
 #[derive(Debug)]
-struct Finished {
-    event_id: String,
-    subscription_id: String,
-    ordering: String,
-    /// False when the attempt could not be written to the log: the event may be sent again.
-    recorded: bool,
+enum Report {
+    /// The receiver answered (or the call failed): the subscription's slot and the ordering
+    /// are free again. The event stays in flight until its attempt is applied.
+    Answered {
+        subscription_id: String,
+        ordering: String,
+    },
+    /// The attempt could not be written to the log: the event may be sent again.
+    Unrecorded { event_id: String },
 }
 
 /// Whether a partition may be dispatched from yet.
@@ -138,7 +143,7 @@ impl Executor {
     /// Runs until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) -> Result<(), String> {
         let executor = Arc::new(self);
-        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
+        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel::<Report>();
         let mut book = Book::default();
         let mut last_gauges = Instant::now() - GAUGE_PERIOD;
         let mut last_scan = Instant::now() - MIN_SCAN_GAP;
@@ -146,11 +151,11 @@ impl Executor {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = executor.signals.queued.notified() => {}
-                Some(finished) = finished_rx.recv() => book.finish(finished),
+                Some(report) = finished_rx.recv() => book.apply(report),
                 () = tokio::time::sleep(TICK) => {}
             }
-            while let Ok(finished) = finished_rx.try_recv() {
-                book.finish(finished);
+            while let Ok(report) = finished_rx.try_recv() {
+                book.apply(report);
             }
             for (event_id, attempt) in executor.signals.take_applied_attempts() {
                 if book
@@ -271,7 +276,7 @@ impl Executor {
         self: &Arc<Self>,
         book: &mut Book,
         partition: i32,
-        finished: &mpsc::UnboundedSender<Finished>,
+        finished: &mpsc::UnboundedSender<Report>,
     ) {
         if book.running >= self.policy.max_in_flight {
             return;
@@ -300,10 +305,23 @@ impl Executor {
                 continue;
             };
             if book.in_flight.contains_key(&slot.event_id) {
-                if let Some(ordering) = self.ordering_of(&slot, partition) {
-                    held.insert(ordering);
-                }
+                held.insert(slot.ordering);
                 continue;
+            }
+            if held.contains(&slot.ordering) || book.busy_orderings.contains(&slot.ordering) {
+                held.insert(slot.ordering);
+                continue;
+            }
+            let running_for_subscription = book
+                .per_subscription
+                .get(&slot.subscription_id)
+                .copied()
+                .unwrap_or(0);
+            if running_for_subscription >= self.policy.concurrency {
+                continue;
+            }
+            if book.running >= self.policy.max_in_flight {
+                break;
             }
             let entry = match self.queries.get_in_partition(
                 &self.outbox,
@@ -320,36 +338,7 @@ impl Executor {
             else {
                 continue;
             };
-            let ordering = ordering_of(&event);
-            if held.contains(&ordering) || book.busy_orderings.contains(&ordering) {
-                held.insert(ordering);
-                continue;
-            }
-            let running_for_subscription = book
-                .per_subscription
-                .get(&event.subscription_id)
-                .copied()
-                .unwrap_or(0);
-            if running_for_subscription >= self.policy.concurrency {
-                held.insert(ordering);
-                continue;
-            }
-            if book.running >= self.policy.max_in_flight {
-                break;
-            }
-            self.start(book, partition, &entry, event, ordering, finished);
-        }
-    }
-
-    fn ordering_of(&self, slot: &DueSlot, partition: i32) -> Option<String> {
-        match self
-            .queries
-            .get_in_partition(&self.outbox, partition, &entry_key(&slot.event_id))
-        {
-            Ok(Some(OutboxValue::Entry(OutboxEntry {
-                event: Some(event), ..
-            }))) => Some(ordering_of(&event)),
-            _ => None,
+            self.start(book, partition, &entry, event, slot.ordering, finished);
         }
     }
 
@@ -360,7 +349,7 @@ impl Executor {
         entry: &OutboxEntry,
         event: WebhookEvent,
         ordering: String,
-        finished: &mpsc::UnboundedSender<Finished>,
+        finished: &mpsc::UnboundedSender<Report>,
     ) {
         let job = Job {
             attempt: entry.attempts + 1,
@@ -384,22 +373,22 @@ impl Executor {
         let executor = Arc::clone(self);
         let finished = finished.clone();
         tokio::spawn(async move {
-            let event_id = job.event.id.clone();
-            let subscription_id = job.event.subscription_id.clone();
-            let recorded = executor.deliver(job).await;
-            let _ = finished.send(Finished {
-                event_id,
-                subscription_id,
+            let event = job.event.clone();
+            let attempt = executor.attempt(job).await;
+            let _ = finished.send(Report::Answered {
+                subscription_id: event.subscription_id.clone(),
                 ordering,
-                recorded,
             });
             executor.signals.queued.notify_one();
+            if !executor.record(&attempt, &event).await {
+                let _ = finished.send(Report::Unrecorded { event_id: event.id });
+                executor.signals.queued.notify_one();
+            }
         });
     }
 
-    /// Makes one attempt and writes its outcome to the delivery log; false if the log write
-    /// failed.
-    async fn deliver(&self, job: Job) -> bool {
+    /// Makes one attempt; its delivery-log record.
+    async fn attempt(&self, job: Job) -> WebhookDelivery {
         let event = &job.event;
         let attempted_at = now_millis();
         let started = Instant::now();
@@ -484,10 +473,42 @@ impl Executor {
                 "webhook delivery attempt did not succeed"
             );
         }
-        self.record(&record, event).await
+        record
     }
 
+    /// Writes the attempt to the delivery log (a dead-lettered event to the dead-letter topic
+    /// first, so whoever sees the attempt finds the dead letter); false if a write failed.
     async fn record(&self, record: &WebhookDelivery, event: &WebhookEvent) -> bool {
+        let placement = event_placement(&event.subscription_id, event.ordering_key.as_deref());
+        let envelope = Envelope::originated(&self.producer);
+        if record.outcome == DeliveryOutcome::DeadLettered {
+            let dead_letter = WebhookEvent {
+                redelivery_requested_at: None,
+                ..event.clone()
+            };
+            let written = match self.dead_letter_serde.encode(&dead_letter) {
+                Ok(value) => self
+                    .writer
+                    .send(OutgoingRecord {
+                        topic: &self.dead_letters_topic,
+                        key: &event.id,
+                        value: Some(value),
+                        placement: Placement::By(&placement),
+                        envelope: &envelope,
+                    })
+                    .await
+                    .map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = written {
+                tracing::error!(
+                    event_id = event.id,
+                    error,
+                    "writing the dead letter failed; the attempt will be made again"
+                );
+                return false;
+            }
+        }
         let value = match self.delivery_serde.encode(record) {
             Ok(value) => value,
             Err(error) => {
@@ -495,9 +516,7 @@ impl Executor {
                 return false;
             }
         };
-        let placement = event_placement(&event.subscription_id, event.ordering_key.as_deref());
         let key = format!("{}/{}", record.event_id, record.attempt);
-        let envelope = Envelope::originated(&self.producer);
         let written = self
             .writer
             .send(OutgoingRecord {
@@ -639,20 +658,23 @@ impl Executor {
 }
 
 impl Book {
-    fn finish(&mut self, finished: Finished) {
-        self.busy_orderings.remove(&finished.ordering);
-        if let Some(count) = self.per_subscription.get_mut(&finished.subscription_id) {
-            *count = count.saturating_sub(1);
-        }
-        self.running = self.running.saturating_sub(1);
-        if !finished.recorded {
-            self.in_flight.remove(&finished.event_id);
+    fn apply(&mut self, report: Report) {
+        match report {
+            Report::Answered {
+                subscription_id,
+                ordering,
+            } => {
+                self.busy_orderings.remove(&ordering);
+                if let Some(count) = self.per_subscription.get_mut(&subscription_id) {
+                    *count = count.saturating_sub(1);
+                }
+                self.running = self.running.saturating_sub(1);
+            }
+            Report::Unrecorded { event_id } => {
+                self.in_flight.remove(&event_id);
+            }
         }
     }
-}
-
-fn ordering_of(event: &WebhookEvent) -> String {
-    event_placement(&event.subscription_id, event.ordering_key.as_deref())
 }
 
 /// Why a call has no usable answer.

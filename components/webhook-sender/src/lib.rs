@@ -147,7 +147,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     )
     .map_err(|e| error(&e))?;
     ready_when_caught_up(&runtime, "webhook subscriptions", &subscriptions);
-    let writer = RecordWriter::new(&config.kafka, COMPONENT.name, &[&deliveries])
+    let writer = RecordWriter::new(&config.kafka, COMPONENT.name, &[&deliveries, &dead_letters])
         .await
         .map_err(|e| error(&e))?;
 
@@ -161,7 +161,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         events: topology.input(&events, StringSerde, event),
         attempts: topology.input(&deliveries, StringSerde, delivery.clone()),
         outbox: topology.store("outbox", StringSerde, JsonSerde::new()),
-        dead_letters: topology.output(&dead_letters, StringSerde, dead_letter),
+        dead_letters: topology.output(&dead_letters, StringSerde, dead_letter.clone()),
         signals: Arc::clone(&signals),
     };
     let outbox = keeper.outbox.clone();
@@ -204,6 +204,8 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         writer: Arc::new(writer),
         deliveries_topic: deliveries,
         delivery_serde: delivery,
+        dead_letters_topic: dead_letters,
+        dead_letter_serde: dead_letter,
         policy: DeliveryPolicy {
             schedule: RetrySchedule {
                 delays: config.retry_schedule.clone(),

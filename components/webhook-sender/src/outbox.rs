@@ -7,7 +7,7 @@
 //!   than the last one applied starts a new round for an event that is done with;
 //! - **attempts** (from the delivery log, written by the [`crate::executor`] once the receiver
 //!   answered): the state moves on (acknowledged, queued for a retry at `next_attempt_at`,
-//!   dead-lettered onto the dead-letter topic, or cancelled). An attempt not newer than the
+//!   dead-lettered, or cancelled). A redelivery tombstones the event's dead letter. An attempt not newer than the
 //!   entry's last is a replay and is dropped.
 //!
 //! Keys: `e/<event id>` → [`OutboxValue::Entry`]; `q/<due, 16 hex>/<sequence, 16 hex>/<event id>`
@@ -23,6 +23,7 @@ use eddy_streams::{
     InputRecord, InputTopic, OutputTopic, Processor, ProcessorContext, ProcessorError,
     StoreDefinition,
 };
+use eddy_webhooks::event_placement;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -42,6 +43,8 @@ pub struct OutboxEntry {
     /// while only its attempts are known (they were applied before the event was replayed).
     pub event: Option<WebhookEvent>,
     pub subscription_id: String,
+    /// `<subscription id>/<ordering key>` (see [`eddy_webhooks::event_placement`]).
+    pub ordering: String,
     pub state: EntryState,
     /// The number of the last attempt applied (attempt numbers go on across redeliveries, so
     /// every attempt has its own delivery-log key).
@@ -63,6 +66,8 @@ pub struct OutboxEntry {
 pub struct DueSlot {
     pub event_id: String,
     pub subscription_id: String,
+    /// `<subscription id>/<ordering key>`: one delivery at a time per ordering.
+    pub ordering: String,
     /// When the event's current round started (its creation or its redelivery request).
     pub pending_since: i64,
 }
@@ -211,6 +216,7 @@ impl OutboxKeeper {
         let slot = DueSlot {
             event_id: event_id.to_owned(),
             subscription_id: entry.subscription_id.clone(),
+            ordering: entry.ordering.clone(),
             pending_since: entry.round_started_at,
         };
         context.put(&self.outbox, &key, &OutboxValue::Due(slot))?;
@@ -240,6 +246,7 @@ impl OutboxKeeper {
         let Some(mut entry) = self.entry(context, &event_id)? else {
             let mut entry = OutboxEntry {
                 subscription_id: event.subscription_id.clone(),
+                ordering: event_placement(&event.subscription_id, event.ordering_key.as_deref()),
                 state: EntryState::Pending,
                 attempts: 0,
                 round_attempts: 0,
@@ -305,6 +312,7 @@ impl OutboxKeeper {
             None => OutboxEntry {
                 event: None,
                 subscription_id: attempt.subscription_id.clone(),
+                ordering: format!("{}/", attempt.subscription_id),
                 state: EntryState::Pending,
                 attempts: 0,
                 round_attempts: 0,
@@ -331,17 +339,9 @@ impl OutboxKeeper {
                 entry.event = None;
             }
             DeliveryOutcome::DeadLettered => {
+                // The executor wrote the dead letter before this attempt record.
                 self.unqueue(context, &mut entry)?;
                 entry.state = EntryState::DeadLettered;
-                if let Some(event) = &entry.event {
-                    let partition = context.partition();
-                    context.emit_to_partition(
-                        &self.dead_letters,
-                        partition,
-                        &event.id,
-                        Some(event),
-                    )?;
-                }
             }
         }
         self.save(context, event_id, &entry)?;

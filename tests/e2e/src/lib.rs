@@ -519,6 +519,11 @@ pub fn openapi_document(component_dir: &str) -> PathBuf {
 impl Platform {
     /// Writes a tag straight to the tags topic (as the admin service would).
     pub async fn write_tag(&self, id: &str, name: &str) {
+        self.write_tags(&[(id.to_owned(), name.to_owned())]).await;
+    }
+
+    /// Writes tags `(id, name)` straight to the tags topic, concurrently.
+    pub async fn write_tags(&self, tags: &[(String, String)]) {
         use eddy_schemas::catalog::TAGS;
         use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
         use eddy_schemas::{AvroSerde, Tag, TagColor};
@@ -533,24 +538,27 @@ impl Platform {
         let writer = RecordWriter::new(&self.namespace.kafka(), "e2e", &[&topic])
             .await
             .expect("writer");
-        let value = serde
-            .encode(&Tag {
-                id: id.to_owned(),
-                name: name.to_owned(),
-                color: TagColor::Blue,
-            })
-            .expect("encode");
         let envelope = eddy_service::envelope::Envelope::originated("e2e/0");
-        writer
-            .send(OutgoingRecord {
-                topic: &topic,
-                key: id,
-                value: Some(value),
-                placement: Placement::ByKey,
-                envelope: &envelope,
+        let records = tags
+            .iter()
+            .map(|(id, name)| {
+                let value = serde
+                    .encode(&Tag {
+                        id: id.clone(),
+                        name: name.clone(),
+                        color: TagColor::Blue,
+                    })
+                    .expect("encode");
+                OutgoingRecord {
+                    topic: &topic,
+                    key: id,
+                    value: Some(value),
+                    placement: Placement::ByKey,
+                    envelope: &envelope,
+                }
             })
-            .await
-            .expect("tag written");
+            .collect();
+        writer.send_all(records).await.expect("tags written");
     }
 }
 

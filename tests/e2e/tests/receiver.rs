@@ -305,7 +305,7 @@ async fn signatures_of_recorded_deliveries_verify() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn takes_thousands_of_deliveries_per_second() {
+async fn records_thousands_of_concurrent_deliveries_without_losing_one() {
     let receiver = receiver();
     let client = reqwest::Client::new();
     let url = receiver.url("bulk");
@@ -336,7 +336,5 @@ async fn takes_thousands_of_deliveries_per_second() {
     assert_eq!(summary.distinct_acknowledged_ids, total as u64);
     assert_eq!(summary.duplicate_acknowledgements, 0);
     assert_eq!(summary.latency_ms.count, total as u64);
-    // The benchmark needs 2,000/s; this debug-build client on a shared machine is the slower
-    // side, so only a pathological slowdown fails here.
-    assert!(rate >= 1_000.0, "only {rate:.0} deliveries/s");
+    // How fast it is, is the webhook benchmark's business (tests/e2e/benches/webhooks.rs).
 }
