@@ -26,6 +26,61 @@ use eddy_schemas::{
 use eddy_service::envelope::{Envelope, now_millis};
 use eddy_webhooks::SecretKey;
 
+/// The publisher's part of the latency: for each event of `marker`, its record timestamp on
+/// the events topic minus the change's (`created_at`): p50, p99, max in ms.
+fn publisher_hop(platform: &Platform, registry: &SchemaRegistry, marker: &str) -> (i64, i64, i64) {
+    use eddy_schemas::WebhookEvent;
+    use eddy_schemas::catalog::WEBHOOK_EVENTS;
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let topic = platform.topic(WEBHOOK_EVENTS);
+    let serde = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(AvroSerde::<WebhookEvent>::for_topic(registry, &topic))
+    })
+    .expect("serde");
+    let consumer: BaseConsumer = platform
+        .namespace
+        .kafka()
+        .consumer_config("bench-hops", "bench-hops")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut remaining = 0;
+    for partition in metadata.topics()[0].partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        remaining += high;
+        assignment
+            .add_partition_offset(&topic, partition.id(), rdkafka::Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut hops = Vec::new();
+    while remaining > 0 {
+        let Some(Ok(record)) = consumer.poll(Duration::from_secs(10)) else {
+            break;
+        };
+        remaining -= 1;
+        let Some(event) = record.payload().and_then(|bytes| serde.decode(bytes).ok()) else {
+            continue;
+        };
+        if event.payload.contains(marker)
+            && let Some(written) = record.timestamp().to_millis()
+        {
+            hops.push(written - event.created_at);
+        }
+    }
+    hops.sort_unstable();
+    let at = |fraction: f64| hops[((hops.len() as f64 * fraction) as usize).min(hops.len() - 1)];
+    (at(0.5), at(0.99), *hops.last().unwrap_or(&0))
+}
+
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -63,7 +118,7 @@ impl Tags {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let events = setting("EDDY_BENCH_EVENTS", 20_000) as usize;
     let rate = setting("EDDY_BENCH_RATE", 500);
@@ -208,5 +263,9 @@ async fn main() {
         summary.latency_ms.p99,
         summary.latency_ms.max,
         summary.duplicate_acknowledgements,
+    );
+    let (p50, p99, max) = publisher_hop(&platform, &registry, "steady-");
+    println!(
+        "  of which change to event on the events topic (the publisher's hop): p50 {p50} ms, p99 {p99} ms, max {max} ms"
     );
 }
