@@ -644,9 +644,18 @@ impl Executor {
                 }
             }
         }
-        for subscription in book.gauged.iter() {
-            if !depth.contains_key(subscription) {
-                self.metrics.set_queue(subscription, 0, 0.0);
+        // Every subscription gets its gauges, empty queues too (and ones just emptied).
+        let known: Vec<String> = self
+            .subscriptions
+            .entries()
+            .into_iter()
+            .filter(|(_, subscription)| subscription.status == SubscriptionStatus::Subscribed)
+            .map(|(id, _)| id)
+            .chain(book.gauged.iter().cloned())
+            .collect();
+        for subscription in known {
+            if !depth.contains_key(&subscription) {
+                self.metrics.set_queue(&subscription, 0, 0.0);
             }
         }
         book.gauged = depth.keys().cloned().collect();

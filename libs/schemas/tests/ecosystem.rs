@@ -309,6 +309,21 @@ async fn write_one_of_every_entity(writer: &mut Writer<'_>) {
         .await;
     writer
         .write(
+            catalog::WEBHOOK_DEAD_LETTERS,
+            "evt-tag-9-v1-sub-crm",
+            &WebhookEvent {
+                id: "evt-tag-9-v1-sub-crm".into(),
+                subscription_id: "sub-crm".into(),
+                event_type: "tag.deleted".into(),
+                created_at: 1_763_700_000_999,
+                ordering_key: Some("tag-9".into()),
+                payload: r#"{"id":"tag-9"}"#.into(),
+                redelivery_requested_at: Some(1_763_700_100_000),
+            },
+        )
+        .await;
+    writer
+        .write(
             catalog::WEBHOOK_DELIVERIES,
             "evt-msg-7f3a-v1-sub-crm/2",
             &WebhookDelivery {

@@ -230,6 +230,43 @@ async fn a_failing_receiver_gets_the_event_until_it_acknowledges_and_every_attem
     );
     assert!(log[1]["next_attempt_at"].is_string(), "{:#?}", log[1]);
     assert!(log.iter().all(|attempt| attempt["latency_ms"].is_i64()));
+    let expected = [
+        format!(
+            "eddy_webhook_deliveries_total{{outcome=\"failed\",subscription=\"{subscription_id}\"}} 2"
+        ),
+        format!(
+            "eddy_webhook_deliveries_total{{outcome=\"succeeded\",subscription=\"{subscription_id}\"}} 1"
+        ),
+        format!("eddy_webhook_attempts_total{{subscription=\"{subscription_id}\"}} 3"),
+        format!(
+            "eddy_webhook_delivery_latency_seconds_count{{subscription=\"{subscription_id}\"}} 3"
+        ),
+        format!("eddy_webhook_event_to_ack_seconds_count{{subscription=\"{subscription_id}\"}} 1"),
+        // Refreshed every 2 s; nothing is pending any more.
+        format!("eddy_webhook_queue_depth{{subscription=\"{subscription_id}\"}} 0"),
+        format!("eddy_webhook_oldest_pending_age_seconds{{subscription=\"{subscription_id}\"}} 0"),
+    ];
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", stack.sender.admin_url()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|line| !metrics.contains(line.as_str()))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sender's metrics lack {missing:?}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let summary = receiver.summary("flaky").await;
     assert_eq!(summary.acknowledged, 1);
     assert_eq!(summary.duplicate_acknowledgements, 0);
