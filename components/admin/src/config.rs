@@ -11,6 +11,7 @@ use eddy_service::{ComponentConfig, ServiceArgs, ServiceError};
 use eddy_streams::service::StreamsArgs;
 
 use crate::destination::DestinationPolicy;
+use eddy_webhooks::destination::DestinationArgs;
 
 /// The version of the delivery log's state layout (see [`crate::delivery_log`]); a new one
 /// reprocesses beside the old (its own group, stores and changelogs).
@@ -51,25 +52,16 @@ pub struct Config {
     #[arg(long, env = "EDDY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Secret,
 
-    /// Accept webhook URLs whose host is or resolves to a loopback address (127.0.0.0/8, ::1);
-    /// for development only.
-    #[arg(long, env = "EDDY_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
-    pub webhook_allow_loopback: bool,
-
-    /// Accept webhook URLs whose host is or resolves to a private (RFC 1918, fc00::/7),
-    /// link-local (169.254.0.0/16, fe80::/10), carrier-grade NAT (100.64.0.0/10) or unspecified
-    /// address: allow it when the receivers live inside your network.
-    #[arg(long, env = "EDDY_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
-    pub webhook_allow_private_networks: bool,
+    /// Which webhook destinations are accepted (`EDDY_WEBHOOK_ALLOW_LOOPBACK`,
+    /// `EDDY_WEBHOOK_ALLOW_PRIVATE_NETWORKS`), as the sender checks them.
+    #[command(flatten)]
+    pub destinations: DestinationArgs,
 }
 
 impl Config {
     /// Which webhook destinations this installation accepts.
     pub fn destination_policy(&self) -> DestinationPolicy {
-        DestinationPolicy {
-            allow_loopback: self.webhook_allow_loopback,
-            allow_private_networks: self.webhook_allow_private_networks,
-        }
+        self.destinations.policy()
     }
 }
 
@@ -126,8 +118,8 @@ mod tests {
             Config::try_parse_from(["eddy-admin", "--system-token", TOKEN, "--secret-key", KEY])
                 .expect("parses");
         config.validate().expect("valid");
-        assert!(!config.webhook_allow_loopback);
-        assert!(!config.webhook_allow_private_networks);
+        assert!(!config.destinations.webhook_allow_loopback);
+        assert!(!config.destinations.webhook_allow_private_networks);
         assert!(!format!("{config:?}").contains(KEY));
         assert_eq!(config.application_id(), "admin-deliveries-v1");
     }
