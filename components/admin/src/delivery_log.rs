@@ -18,14 +18,12 @@
 //! tombstone deletes it. They are not trimmed when the topic's retention drops old records.
 
 use eddy_schemas::{AvroSerde, DeliveryOutcome, WebhookDelivery};
+use eddy_streams::query::{KeyWalk, just_after, prefix_end, scan};
 use eddy_streams::{
     InputRecord, InputTopic, JsonSerde, KeyRange, Processor, ProcessorContext, ProcessorError,
     Queries, QueryError, ScanOrder, StoreDefinition, StringSerde, Topology,
 };
 use serde::{Deserialize, Serialize};
-
-/// How many entries one store read returns while walking a range.
-const SCAN_CHUNK: usize = 256;
 
 /// The stores of the delivery log view.
 #[derive(Debug, Clone)]
@@ -83,23 +81,6 @@ pub fn attempt_key_of(
 /// The prefix of every `attempts` key of a subscription.
 pub fn subscription_prefix(subscription_id: &str) -> String {
     format!("{subscription_id}/")
-}
-
-/// The smallest key after every key starting with `prefix`.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    // Keys here are ASCII text: the last byte is never 0xff.
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
-/// The smallest key after `key`.
-pub fn just_after(key: &str) -> Vec<u8> {
-    let mut after = key.as_bytes().to_vec();
-    after.push(0);
-    after
 }
 
 /// Builds the stores from the deliveries topic, one task per partition.
@@ -320,13 +301,13 @@ pub fn local_candidates(
             queries,
             &stores.attempts,
             partition,
-            Walk {
+            KeyWalk {
                 from: from.clone(),
                 to: Some(to.clone()),
                 order,
             },
             limit,
-            |delivery| filter.matches(delivery),
+            |_, delivery| filter.matches(delivery),
         )?);
         total += if filter.is_unfiltered() {
             queries
@@ -338,75 +319,18 @@ pub fn local_candidates(
                 queries,
                 &stores.attempts,
                 partition,
-                Walk {
+                KeyWalk {
                     from,
                     to: Some(to),
                     order: ScanOrder::Ascending,
                 },
                 usize::MAX,
-                |delivery| filter.matches(delivery),
+                |_, delivery| filter.matches(delivery),
             )?
             .len() as u64
         };
     }
     Ok((candidates, total))
-}
-
-/// A walk over serialized keys `from <= key < to` in one direction.
-struct Walk {
-    from: Vec<u8>,
-    to: Option<Vec<u8>>,
-    order: ScanOrder,
-}
-
-/// Walks `store`'s partition along `walk`, keeping entries `keep` accepts, until `limit` are
-/// kept or the range ends; reads in chunks so a selective filter does not load everything.
-fn scan<V: 'static>(
-    queries: &Queries,
-    store: &StoreDefinition<String, V>,
-    partition: i32,
-    walk: Walk,
-    limit: usize,
-    mut keep: impl FnMut(&V) -> bool,
-) -> Result<Vec<(String, V)>, QueryError> {
-    let Walk {
-        mut from,
-        mut to,
-        order,
-    } = walk;
-    let mut kept = Vec::new();
-    while kept.len() < limit && to.as_ref().is_none_or(|to| from < *to) {
-        let entries = queries.range_in_partition(
-            store,
-            partition,
-            KeyRange {
-                from: &from,
-                to: to.as_deref(),
-                order,
-            },
-            SCAN_CHUNK,
-        )?;
-        let exhausted = entries.len() < SCAN_CHUNK;
-        let Some(last_key) = entries.last().map(|(key, _)| key.clone()) else {
-            break;
-        };
-        for (key, value) in entries {
-            if keep(&value) {
-                kept.push((key, value));
-                if kept.len() >= limit {
-                    return Ok(kept);
-                }
-            }
-        }
-        if exhausted {
-            break;
-        }
-        match order {
-            ScanOrder::Ascending => from = just_after(&last_key),
-            ScanOrder::Descending => to = Some(last_key.into_bytes()),
-        }
-    }
-    Ok(kept)
 }
 
 #[cfg(test)]

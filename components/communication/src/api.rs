@@ -24,10 +24,10 @@ use eddy_schemas::{
 use eddy_service::ComponentInfo;
 use eddy_service::config::Secret;
 use eddy_service::envelope::{Envelope, now_millis};
-use eddy_streams::query::{FORWARDED_HEADER, fan_out_post, forward_bytes};
-use eddy_streams::{
-    GlobalTable, KeyOwner, KeyRange, Queries, QueryError, ScanOrder, StoreDefinition,
+use eddy_streams::query::{
+    FORWARDED_HEADER, KeyWalk, fan_out_post, forward_bytes, just_after, prefix_end, scan,
 };
+use eddy_streams::{GlobalTable, KeyOwner, KeyRange, Queries, ScanOrder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -40,7 +40,6 @@ use crate::views;
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-const SCAN_CHUNK: usize = 256;
 const LOCAL_LIST_PATH: &str = "/internal/conversations.list.local";
 const LOCATE_PATH: &str = "/internal/messages.locate";
 /// Who API-sent messages are from.
@@ -473,84 +472,11 @@ impl Api {
     }
 }
 
-/// The smallest key after every key starting with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
 /// True for keys of the `activity` store: 16 hex digits, '/', a conversation id.
 fn is_activity_key(key: &str) -> bool {
     key.len() > 17
         && key.as_bytes()[16] == b'/'
         && key[..16].bytes().all(|byte| byte.is_ascii_hexdigit())
-}
-
-/// The smallest key after `key`.
-fn just_after(key: &str) -> Vec<u8> {
-    let mut after = key.as_bytes().to_vec();
-    after.push(0);
-    after
-}
-
-/// A walk over serialized keys `from <= key < to` in one direction.
-struct Walk {
-    from: Vec<u8>,
-    to: Option<Vec<u8>>,
-    order: ScanOrder,
-}
-
-/// Walks `store`'s partition along `walk`, keeping entries `keep` accepts, until `limit` are
-/// kept or the range ends; reads in chunks so a selective filter does not load everything.
-fn scan<V: 'static>(
-    queries: &Queries,
-    store: &StoreDefinition<String, V>,
-    partition: i32,
-    walk: Walk,
-    limit: usize,
-    mut keep: impl FnMut(&str, &V) -> bool,
-) -> Result<Vec<(String, V)>, QueryError> {
-    let Walk {
-        mut from,
-        mut to,
-        order,
-    } = walk;
-    let mut kept = Vec::new();
-    while kept.len() < limit {
-        let entries = queries.range_in_partition(
-            store,
-            partition,
-            KeyRange {
-                from: &from,
-                to: to.as_deref(),
-                order,
-            },
-            SCAN_CHUNK,
-        )?;
-        let exhausted = entries.len() < SCAN_CHUNK;
-        let Some(last_key) = entries.last().map(|(key, _)| key.clone()) else {
-            break;
-        };
-        for (key, value) in entries {
-            if keep(&key, &value) {
-                kept.push((key, value));
-                if kept.len() >= limit {
-                    return Ok(kept);
-                }
-            }
-        }
-        if exhausted {
-            break;
-        }
-        match order {
-            ScanOrder::Ascending => from = just_after(&last_key),
-            ScanOrder::Descending => to = Some(last_key.into_bytes()),
-        }
-    }
-    Ok(kept)
 }
 
 /// Builds a page from candidates sorted in walk order (ascending for no cursor and `After`,
@@ -699,7 +625,7 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
             &api.queries,
             &stores.activity,
             partition,
-            Walk { from, to, order },
+            KeyWalk { from, to, order },
             body.limit,
             |_, row| body.filters.matches(row),
         )?;
@@ -723,7 +649,7 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
                 &api.queries,
                 &stores.activity,
                 partition,
-                Walk {
+                KeyWalk {
                     from: Vec::new(),
                     to: None,
                     order: ScanOrder::Ascending,
@@ -901,7 +827,7 @@ async fn messages_list(State(api): State<Arc<Api>>, request: Request) -> Handled
             &api.queries,
             &api.stores.messages,
             partition,
-            Walk { from, to, order },
+            KeyWalk { from, to, order },
             size + 1,
             |_, _| true,
         )?;

@@ -176,8 +176,21 @@ impl Executor {
             last_scan = Instant::now();
             let partitions = executor.queries.local_partition_numbers(&executor.outbox);
             executor.forget_moved_partitions(&mut book, &partitions);
+            let arrived: Vec<i32> = partitions
+                .iter()
+                .filter(|partition| !book.gates.contains_key(partition))
+                .copied()
+                .collect();
+            if !arrived.is_empty() {
+                match executor.initial_gates(arrived).await {
+                    Ok(gates) => book.gates.extend(gates),
+                    Err(error) => {
+                        tracing::warn!(error, "reading the delivery log's end failed; trying again")
+                    }
+                }
+            }
             for &partition in &partitions {
-                if executor.gate_is_open(&mut book, partition).await {
+                if executor.gate_is_open(&mut book, partition) {
                     executor.dispatch_due(&mut book, partition, &finished_tx);
                 }
             }
@@ -197,22 +210,15 @@ impl Executor {
             .retain(|_, in_flight| partitions.contains(&in_flight.partition));
     }
 
-    async fn gate_is_open(&self, book: &mut Book, partition: i32) -> bool {
-        let gate = match book.gates.get(&partition) {
-            Some(gate) => *gate,
-            None => {
-                let gate = self.initial_gate(partition).await;
-                book.gates.insert(partition, gate);
-                gate
-            }
-        };
-        match gate {
-            Gate::Open => true,
-            Gate::WaitingFor(offset) => {
+    fn gate_is_open(&self, book: &mut Book, partition: i32) -> bool {
+        match book.gates.get(&partition) {
+            None => false,
+            Some(Gate::Open) => true,
+            Some(Gate::WaitingFor(offset)) => {
                 let open = self
                     .signals
                     .applied_log_offset(partition)
-                    .is_some_and(|applied| applied >= offset);
+                    .is_some_and(|applied| applied >= *offset);
                 if open {
                     book.gates.insert(partition, Gate::Open);
                     tracing::info!(partition, "delivery log applied; dispatching");
@@ -222,53 +228,48 @@ impl Executor {
         }
     }
 
-    /// A newly owned partition waits until the outbox has applied the delivery log as far as
-    /// it reached now, unless the outbox's committed position is already there.
-    async fn initial_gate(&self, partition: i32) -> Gate {
+    /// The gates of newly owned partitions: each waits until the outbox has applied the
+    /// delivery log as far as it reached now, unless the outbox's committed position is
+    /// already there. One client reads the end and committed offsets of all of them.
+    async fn initial_gates(&self, partitions: Vec<i32>) -> Result<Vec<(i32, Gate)>, String> {
         let kafka = self.kafka.clone();
         let group = self.application_id.clone();
         let topic = self.deliveries_topic.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = kafka
                 .consumer_config("webhook-sender-gate", &group)
                 .create()
                 .map_err(|error| error.to_string())?;
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .map_err(|error| error.to_string())?;
             let mut wanted = TopicPartitionList::new();
-            wanted.add_partition(&topic, partition);
+            for &partition in &partitions {
+                wanted.add_partition(&topic, partition);
+            }
             let committed = consumer
                 .committed_offsets(wanted, Duration::from_secs(10))
                 .map_err(|error| error.to_string())?;
-            let committed =
-                committed
-                    .find_partition(&topic, partition)
-                    .and_then(|found| match found.offset() {
-                        Offset::Offset(offset) => Some(offset),
-                        _ => None,
-                    });
-            Ok::<_, String>((high, committed))
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                        .map_err(|error| error.to_string())?;
+                    let committed = committed
+                        .find_partition(&topic, partition)
+                        .and_then(|found| match found.offset() {
+                            Offset::Offset(offset) => Some(offset),
+                            _ => None,
+                        });
+                    let gate = if high == 0 || committed.is_some_and(|at| at >= high) {
+                        Gate::Open
+                    } else {
+                        Gate::WaitingFor(high - 1)
+                    };
+                    Ok((partition, gate))
+                })
+                .collect()
         })
-        .await;
-        match found {
-            Ok(Ok((high, committed))) if high == 0 || committed.is_some_and(|at| at >= high) => {
-                Gate::Open
-            }
-            Ok(Ok((high, _))) => Gate::WaitingFor(high - 1),
-            Ok(Err(error)) => {
-                tracing::warn!(
-                    partition,
-                    error,
-                    "reading the delivery log's end failed; waiting for all of it to apply"
-                );
-                Gate::WaitingFor(i64::MAX)
-            }
-            Err(error) => {
-                tracing::warn!(partition, %error, "reading the delivery log's end failed");
-                Gate::WaitingFor(i64::MAX)
-            }
-        }
+        .await
+        .map_err(|error| error.to_string())?
     }
 
     /// Starts deliveries of the due events of one partition, as far as the limits allow.

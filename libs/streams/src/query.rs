@@ -107,6 +107,85 @@ pub struct KeyRange<'a> {
     pub order: ScanOrder,
 }
 
+/// A walk over serialized keys `from <= key < to` in one direction (see [`scan`]).
+#[derive(Debug, Clone)]
+pub struct KeyWalk {
+    pub from: Vec<u8>,
+    pub to: Option<Vec<u8>>,
+    pub order: ScanOrder,
+}
+
+/// How many entries [`scan`] reads at a time.
+const SCAN_CHUNK: usize = 256;
+
+/// Walks partition `partition` of `store` along `walk`, keeping the entries `keep` accepts,
+/// until `limit` are kept or the range ends. Reads in chunks, so a selective filter does not
+/// load the whole range and a small page does not read more than it needs.
+pub fn scan<V: 'static>(
+    queries: &Queries,
+    store: &StoreDefinition<String, V>,
+    partition: i32,
+    walk: KeyWalk,
+    limit: usize,
+    mut keep: impl FnMut(&str, &V) -> bool,
+) -> Result<Vec<(String, V)>, QueryError> {
+    let KeyWalk {
+        mut from,
+        mut to,
+        order,
+    } = walk;
+    let mut kept = Vec::new();
+    while kept.len() < limit && to.as_ref().is_none_or(|to| from < *to) {
+        let entries = queries.range_in_partition(
+            store,
+            partition,
+            KeyRange {
+                from: &from,
+                to: to.as_deref(),
+                order,
+            },
+            SCAN_CHUNK,
+        )?;
+        let exhausted = entries.len() < SCAN_CHUNK;
+        let Some(last_key) = entries.last().map(|(key, _)| key.clone()) else {
+            break;
+        };
+        for (key, value) in entries {
+            if keep(&key, &value) {
+                kept.push((key, value));
+                if kept.len() >= limit {
+                    return Ok(kept);
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+        match order {
+            ScanOrder::Ascending => from = just_after(&last_key),
+            ScanOrder::Descending => to = Some(last_key.into_bytes()),
+        }
+    }
+    Ok(kept)
+}
+
+/// The smallest key after every key starting with `prefix` (text keys: the last byte is never
+/// 0xff).
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// The smallest key after `key`.
+pub fn just_after(key: &str) -> Vec<u8> {
+    let mut after = key.as_bytes().to_vec();
+    after.push(0);
+    after
+}
+
 /// Which way a range is walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanOrder {

@@ -422,7 +422,7 @@ fn spawn(binary: &PathBuf, address: &str) -> (Child, u16, Arc<Mutex<String>>) {
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
     let stderr = Arc::new(Mutex::new(String::new()));
-    if let Some(mut pipe) = child.stderr.take() {
+    let stderr_reader = child.stderr.take().map(|mut pipe| {
         let collected = Arc::clone(&stderr);
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
@@ -435,8 +435,8 @@ fn spawn(binary: &PathBuf, address: &str) -> (Child, u16, Arc<Mutex<String>>) {
                     .unwrap_or_else(PoisonError::into_inner)
                     .push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
-        });
-    }
+        })
+    });
     let stdout = child
         .stdout
         .take()
@@ -469,8 +469,10 @@ fn spawn(binary: &PathBuf, address: &str) -> (Child, u16, Arc<Mutex<String>>) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait();
-                // Let the stderr thread finish reading.
-                std::thread::sleep(Duration::from_millis(50));
+                // The process is gone: its stderr reader ends at the pipe's end.
+                if let Some(reader) = stderr_reader {
+                    let _ = reader.join();
+                }
                 panic!(
                     "{} exited ({status:?}) before it listened on {address}:\n{}",
                     binary.display(),
