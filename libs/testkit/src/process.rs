@@ -49,11 +49,30 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a child's listen address).
+///
+/// Ports come from 20000–31999, below the kernel's ephemeral range (32768 and up): a port
+/// the kernel handed out for `bind(0)` could be given to any process's next outgoing
+/// connection before the child listens on it ("Address already in use" in parallel tests).
+/// Each test process walks the range from its own starting point and never hands out a port
+/// twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7_919)) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// Builds the command line of a component process.
