@@ -1005,7 +1005,7 @@ async fn messages_resend(State(api): State<Arc<Api>>, request: Request) -> Handl
             updated_at: Some(now_millis()),
             ..message
         };
-        api.write_message(read, &resent).await?;
+        // The old error goes first, so it is gone from the log before the resend can succeed.
         let subject = Subject::Message(id.to_owned());
         api.write_metadata(
             read,
@@ -1014,6 +1014,7 @@ async fn messages_resend(State(api): State<Arc<Api>>, request: Request) -> Handl
             vec![(metadata::ERROR.to_owned(), None)],
         )
         .await?;
+        api.write_message(read, &resent).await?;
         Ok(axum::Json(views::message(&resent, &[])).into_response())
     })
     .await
