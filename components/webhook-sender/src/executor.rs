@@ -129,6 +129,9 @@ struct Book {
     per_subscription: HashMap<String, usize>,
     running: usize,
     gates: HashMap<i32, Gate>,
+    /// Per partition, where the next due-queue scan starts (see
+    /// [`OutboxSignals::take_lowest_queued`]); none: at the queue's start.
+    scan_from: HashMap<i32, String>,
     /// Subscriptions with a queue gauge set, to zero them when their queue empties.
     gauged: HashSet<String>,
 }
@@ -205,6 +208,8 @@ impl Executor {
     /// Drops what is known of partitions no longer owned here: their next owner takes over.
     fn forget_moved_partitions(&self, book: &mut Book, partitions: &[i32]) {
         book.gates
+            .retain(|partition, _| partitions.contains(partition));
+        book.scan_from
             .retain(|partition, _| partitions.contains(partition));
         book.in_flight
             .retain(|_, in_flight| partitions.contains(&in_flight.partition));
@@ -283,8 +288,12 @@ impl Executor {
             return;
         }
         let until = due_until(now_millis());
+        let from = scan_start(
+            book.scan_from.remove(&partition),
+            self.signals.take_lowest_queued(partition),
+        );
         let range = KeyRange {
-            from: DUE_PREFIX.as_bytes(),
+            from: from.as_bytes(),
             to: Some(until.as_bytes()),
             order: ScanOrder::Ascending,
         };
@@ -299,6 +308,10 @@ impl Executor {
                 return;
             }
         };
+        // Nothing is left below the first slot found (below `until` if none was); what gets
+        // queued below it from now on shows in the signals.
+        let cursor = slots.first().map_or(until, |(key, _)| key.clone());
+        book.scan_from.insert(partition, cursor);
         // Orderings met in this scan that could not go: their later events wait too.
         let mut held: HashSet<String> = HashSet::new();
         for (_, value) in slots {
@@ -624,8 +637,12 @@ impl Executor {
         let now = now_millis();
         let mut depth: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for &partition in partitions {
+            let from = scan_start(
+                book.scan_from.get(&partition).cloned(),
+                self.signals.lowest_queued(partition),
+            );
             let range = KeyRange {
-                from: DUE_PREFIX.as_bytes(),
+                from: from.as_bytes(),
                 to: Some(b"q0"),
                 order: ScanOrder::Ascending,
             };
@@ -684,6 +701,16 @@ impl Book {
                 self.in_flight.remove(&event_id);
             }
         }
+    }
+}
+
+/// Where a due-queue scan starts: the executor's cursor, or lower if a slot was queued below
+/// it since; the queue's start without a cursor.
+fn scan_start(cursor: Option<String>, lowest_queued: Option<String>) -> String {
+    match (cursor, lowest_queued) {
+        (Some(cursor), Some(queued)) => cursor.min(queued),
+        (Some(cursor), None) => cursor,
+        (None, _) => DUE_PREFIX.to_owned(),
     }
 }
 

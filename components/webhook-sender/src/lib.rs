@@ -165,7 +165,10 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         signals: Arc::clone(&signals),
     };
     let outbox = keeper.outbox.clone();
-    topology.processor(move |_partition| keeper.clone());
+    topology.processor(move |partition| {
+        keeper.signals.partition_started(partition);
+        keeper.clone()
+    });
     // Deliveries check the subscription first: it must be loaded.
     let mut loaded = subscriptions.caught_up_changes();
     if loaded.wait_for(|loaded| *loaded).await.is_err() {

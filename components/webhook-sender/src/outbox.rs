@@ -111,6 +111,12 @@ pub struct OutboxSignals {
     /// (event id, attempt) pairs applied, which the executor waits for before it looks at an
     /// event again.
     applied_attempts: Mutex<HashMap<String, u32>>,
+    /// Per partition, the lowest queue key written since the executor last took it. The
+    /// executor's scans start at the lowest slot its last scan found (everything before it is
+    /// gone) unless a slot was queued below that since: a scan from the queue's start would
+    /// step over every deleted slot that compaction has not dropped yet (after a burst, tens
+    /// of thousands, for every scan).
+    lowest_queued: Mutex<HashMap<i32, String>>,
 }
 
 impl OutboxSignals {
@@ -121,6 +127,33 @@ impl OutboxSignals {
     /// Takes the attempts applied since the last call.
     pub fn take_applied_attempts(&self) -> HashMap<String, u32> {
         std::mem::take(&mut *lock(&self.applied_attempts))
+    }
+
+    /// Takes the lowest queue key written in `partition` since the last call.
+    pub fn take_lowest_queued(&self, partition: i32) -> Option<String> {
+        lock(&self.lowest_queued).remove(&partition)
+    }
+
+    /// The lowest queue key written in `partition` since it was last taken.
+    pub fn lowest_queued(&self, partition: i32) -> Option<String> {
+        lock(&self.lowest_queued).get(&partition).cloned()
+    }
+
+    /// A partition's processor starts (after its store was restored): the executor looks at
+    /// its whole queue again.
+    pub fn partition_started(&self, partition: i32) {
+        self.slot_queued(partition, DUE_PREFIX);
+    }
+
+    fn slot_queued(&self, partition: i32, key: &str) {
+        let mut lowest = lock(&self.lowest_queued);
+        match lowest.get_mut(&partition) {
+            Some(known) if known.as_str() <= key => {}
+            Some(known) => key.clone_into(known),
+            None => {
+                lowest.insert(partition, key.to_owned());
+            }
+        }
     }
 
     fn log_applied(&self, partition: i32, offset: i64) {
@@ -220,6 +253,7 @@ impl OutboxKeeper {
             pending_since: entry.round_started_at,
         };
         context.put(&self.outbox, &key, &OutboxValue::Due(slot))?;
+        self.signals.slot_queued(context.partition(), &key);
         entry.due_key = Some(key);
         Ok(())
     }
@@ -353,6 +387,27 @@ impl OutboxKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executor_learns_the_lowest_slot_queued_per_partition() {
+        let signals = OutboxSignals::default();
+        assert_eq!(signals.take_lowest_queued(0), None);
+        signals.slot_queued(0, &due_key(2_000, 1, "b"));
+        signals.slot_queued(0, &due_key(1_000, 9, "a"));
+        signals.slot_queued(0, &due_key(3_000, 2, "c"));
+        signals.slot_queued(1, &due_key(5_000, 1, "d"));
+        assert_eq!(signals.lowest_queued(0), Some(due_key(1_000, 9, "a")));
+        assert_eq!(signals.take_lowest_queued(0), Some(due_key(1_000, 9, "a")));
+        assert_eq!(signals.take_lowest_queued(0), None, "taken");
+        assert_eq!(signals.take_lowest_queued(1), Some(due_key(5_000, 1, "d")));
+        signals.slot_queued(1, &due_key(6_000, 1, "e"));
+        signals.partition_started(1);
+        assert_eq!(
+            signals.take_lowest_queued(1).as_deref(),
+            Some(DUE_PREFIX),
+            "a restored partition is scanned from the queue's start"
+        );
+    }
 
     #[test]
     fn queue_keys_sort_by_due_time_then_arrival_and_stop_at_now() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use eddy_service::envelope::Envelope;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use crate::StreamsError;
 use crate::delivery::DeliveryTracker;
@@ -90,6 +90,8 @@ impl RecordSink {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
+        let tracker = self.producer.context();
+        tracker.sending();
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -99,6 +101,7 @@ impl RecordSink {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((error, _)) => {
+                    tracker.refused();
                     return Err(StreamsError::Produce(format!("to {topic}: {error}")));
                 }
             }

@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, DB, Direction, FlushOptions, IteratorMode, Options, WriteBatch,
+    WriteOptions,
 };
 
 use crate::StreamsError;
@@ -230,11 +231,36 @@ impl PartitionStore {
         }
     }
 
+    /// Starts persisting the memtable without waiting for it: the writes made so far go to
+    /// disk in RocksDB's background threads; [`Self::flushes_done`] says when they are there.
+    pub fn start_flush(&self) -> Result<(), StreamsError> {
+        let mut options = FlushOptions::default();
+        options.set_wait(false);
+        self.db
+            .flush_opt(&options)
+            .map_err(|source| self.error(source))
+    }
+
+    /// Whether every flush started so far has finished (no memtable waits to be written).
+    pub fn flushes_done(&self) -> bool {
+        self.db
+            .property_int_value("rocksdb.num-immutable-mem-table")
+            .ok()
+            .flatten()
+            == Some(0)
+    }
+
     /// Flushes the store and records that local data includes the changelog up to `offset`
-    /// (exclusive). Written to a temporary file and renamed, so a crash leaves the old or the
-    /// new checkpoint, never half of one.
+    /// (exclusive).
     pub fn write_checkpoint(&self, offset: i64) -> Result<(), StreamsError> {
         self.flush()?;
+        self.write_checkpoint_file(offset)
+    }
+
+    /// Records that local data includes the changelog up to `offset` (exclusive), which must
+    /// already be on disk. Written to a temporary file and renamed, so a crash leaves the old
+    /// or the new checkpoint, never half of one.
+    pub fn write_checkpoint_file(&self, offset: i64) -> Result<(), StreamsError> {
         let temporary = self.checkpoint_path.with_extension("checkpoint.tmp");
         fs::write(&temporary, format!("{offset}\n"))
             .and_then(|()| fs::rename(&temporary, &self.checkpoint_path))
@@ -324,6 +350,33 @@ mod tests {
         let store = PartitionStore::open(dir.path(), "counts", 3).unwrap();
         assert_eq!(store.checkpoint().unwrap(), Some(42));
         assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn a_background_flush_puts_the_writes_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path(), "counts", 1).unwrap();
+        let files_on_disk = || {
+            store
+                .db
+                .property_int_value("rocksdb.num-files-at-level0")
+                .unwrap()
+                .unwrap_or(0)
+        };
+        store.put(b"k", b"v").unwrap();
+        assert_eq!(files_on_disk(), 0, "the write is in the memtable only");
+        store.start_flush().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !store.flushes_done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flush did not finish"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(files_on_disk(), 1, "the flush wrote a table file");
+        store.write_checkpoint_file(7).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Some(7));
     }
 
     #[test]

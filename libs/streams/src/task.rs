@@ -1,6 +1,6 @@
 //! Tasks: one per assigned partition, each with its processor and its stores. The task manager
 //! opens and restores stores when partitions are assigned, runs records through processors,
-//! commits (producer flushed, then input offsets, then store checkpoints) and closes stores when
+//! commits (outputs acknowledged, then input offsets; store checkpoints move on in the background) and closes stores when
 //! partitions are revoked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,8 +28,13 @@ const RESTORE_BATCH: usize = 10_000;
 const RESTORE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Under exactly-once, how often store checkpoints are written (commits are far more frequent).
-pub const EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a changed store's checkpoint moves on, at the latest (commits are far more
+/// frequent: a checkpoint needs the store's memtable on disk, which is not worth it per commit).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// How far a store's changelog may run ahead of its checkpoint before the checkpoint moves
+/// on sooner (as Kafka Streams does): what a restart after a crash replays, at most, per
+/// store and interval.
+pub const CHECKPOINT_RECORDS: i64 = 10_000;
 
 /// A store of a newly assigned partition, checked against its changelog.
 struct PreparedStore {
@@ -202,6 +207,8 @@ struct Task {
     next_offsets: HashMap<String, i64>,
     /// Per store, the changelog offset of the last checkpoint.
     checkpointed: HashMap<String, i64>,
+    /// Per store, the checkpoint to write once the flush under way has finished.
+    flushing: HashMap<String, i64>,
 }
 
 pub(crate) struct TaskManager {
@@ -496,6 +503,7 @@ impl TaskManager {
             processor: (self.processor_factory)(partition),
             next_offsets: HashMap::new(),
             checkpointed,
+            flushing: HashMap::new(),
         }
     }
 
@@ -731,26 +739,32 @@ impl TaskManager {
     /// committed, then store checkpoints written.
     ///
     /// Exactly-once: the input offsets join the open transaction, which is committed; only then
-    /// do the transaction's store writes reach RocksDB (with its WAL). Checkpoints follow every
-    /// [`EXACTLY_ONCE_CHECKPOINT_INTERVAL`] and on close; restoring from an older checkpoint
-    /// replays committed changelog records onto state that already has them, which changes
-    /// nothing.
+    /// do the transaction's store writes reach RocksDB (with its WAL).
+    ///
+    /// Checkpoints move on in the background (see [`Self::advance_checkpoints`]) and in full on
+    /// close; restoring from an older checkpoint replays changelog records onto state that may
+    /// already have them, which changes nothing.
     pub(crate) fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         closing: bool,
     ) -> Result<(), StreamsError> {
         if !self.uncommitted {
+            if closing {
+                self.write_checkpoints()?;
+            }
             return Ok(());
         }
         let began = Instant::now();
         let offsets = self.offsets_to_commit()?;
         match self.guarantee {
             ProcessingGuarantee::AtLeastOnce => {
-                self.sink
-                    .producer
-                    .flush(FLUSH_TIMEOUT)
-                    .map_err(|error| StreamsError::kafka("flushing the producer", error))?;
+                if !self.sink.producer.context().wait_for_reports(FLUSH_TIMEOUT) {
+                    return Err(StreamsError::Produce(format!(
+                        "records still unacknowledged after {} s",
+                        FLUSH_TIMEOUT.as_secs()
+                    )));
+                }
                 if let Some(error) = self.sink.producer.context().first_error() {
                     return Err(StreamsError::Produce(error));
                 }
@@ -787,11 +801,10 @@ impl TaskManager {
                 }
             }
         }
-        let checkpoint_now = closing
-            || self.guarantee == ProcessingGuarantee::AtLeastOnce
-            || self.last_checkpoint.elapsed() >= EXACTLY_ONCE_CHECKPOINT_INTERVAL;
-        if checkpoint_now {
+        if closing {
             self.write_checkpoints()?;
+        } else {
+            self.advance_checkpoints()?;
         }
         self.uncommitted = false;
         self.metrics
@@ -814,7 +827,57 @@ impl TaskManager {
         Ok(offsets)
     }
 
-    /// Flushes every store and records how far into its changelog it goes.
+    /// Moves checkpoints on without stopping processing: a store whose changelog ran
+    /// [`CHECKPOINT_RECORDS`] ahead of its checkpoint, or that changed in the last
+    /// [`CHECKPOINT_INTERVAL`], starts a flush of its memtable in the background, noting the
+    /// changelog offset its writes so far go up to (every record is acknowledged or committed
+    /// at this point); a later commit writes that checkpoint once the flush has finished.
+    ///
+    /// Between checkpoints the store's latest writes may be only in memory (at-least-once
+    /// skips the WAL): after a crash the restore replays the changelog from the checkpoint.
+    fn advance_checkpoints(&mut self) -> Result<(), StreamsError> {
+        let interval_over = self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
+        if interval_over {
+            self.last_checkpoint = Instant::now();
+        }
+        for task in self.tasks.values_mut() {
+            for (name, task_store) in &task.stores {
+                let store = &task_store.store;
+                if let Some(&offset) = task.flushing.get(name) {
+                    if store.flushes_done() {
+                        store.write_checkpoint_file(offset)?;
+                        task.checkpointed.insert(name.clone(), offset);
+                        task.flushing.remove(name);
+                    }
+                    continue;
+                }
+                let changelog = changelog_topic(&self.application_id, name);
+                let Some(last) = self
+                    .sink
+                    .producer
+                    .context()
+                    .changelog_offset(&changelog, task.partition)
+                else {
+                    continue;
+                };
+                let checkpointed = task.checkpointed.get(name).copied().unwrap_or(-1);
+                let behind = last + 1 - checkpointed.max(0);
+                if last + 1 != checkpointed && (interval_over || behind >= CHECKPOINT_RECORDS) {
+                    store.start_flush()?;
+                    task.flushing.insert(name.clone(), last + 1);
+                }
+                if interval_over {
+                    self.metrics
+                        .store_size
+                        .with_label_values(&[name.as_str(), &task.partition.to_string()])
+                        .set(i64::try_from(store.approximate_size_bytes()).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every store and records how far into its changelog it goes (on close).
     fn write_checkpoints(&mut self) -> Result<(), StreamsError> {
         self.last_checkpoint = Instant::now();
         for task in self.tasks.values_mut() {
