@@ -365,6 +365,9 @@ impl Executor {
         ordering: String,
         finished: &mpsc::UnboundedSender<Report>,
     ) {
+        if !self.signals.try_dispatch(partition) {
+            return; // The partition is closing here.
+        }
         let job = Job {
             attempt: entry.attempts + 1,
             round_attempt: entry.round_attempts + 1,
@@ -394,7 +397,9 @@ impl Executor {
                 ordering,
             });
             executor.signals.queued.notify_one();
-            if !executor.record(&attempt, &event).await {
+            let recorded = executor.record(&attempt, &event).await;
+            executor.signals.dispatch_recorded(partition);
+            if !recorded {
                 let _ = finished.send(Report::Unrecorded { event_id: event.id });
                 executor.signals.queued.notify_one();
             }

@@ -43,6 +43,9 @@ pub const COMPONENT: ComponentInfo =
     ComponentInfo::new("eddy-webhook-sender", env!("CARGO_PKG_VERSION"));
 
 const APPLICATION: &str = "webhook-sender-v1";
+/// A closing partition waits for its calls under way up to their timeout plus this (to write
+/// their attempts to the delivery log).
+const CLOSE_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,6 +113,15 @@ impl ComponentConfig for Config {
                 "EDDY_WEBHOOK_RETRY_JITTER must be at least 0 and below 1".to_owned(),
             ));
         }
+        if self.timeout + CLOSE_MARGIN >= self.service.shutdown_grace {
+            return Err(ServiceError::Config(format!(
+                "EDDY_SHUTDOWN_GRACE ({} s) must be longer than EDDY_WEBHOOK_TIMEOUT ({} s) plus {} s: \
+                 a stopping sender finishes its calls under way and records them",
+                self.service.shutdown_grace.as_secs(),
+                self.timeout.as_secs(),
+                CLOSE_MARGIN.as_secs()
+            )));
+        }
         if self.concurrency == 0 || self.max_in_flight == 0 {
             return Err(ServiceError::Config(
                 "EDDY_WEBHOOK_CONCURRENCY and EDDY_WEBHOOK_MAX_IN_FLIGHT must be at least 1"
@@ -163,11 +175,16 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         outbox: topology.store("outbox", StringSerde, JsonSerde::new()),
         dead_letters: topology.output(&dead_letters, StringSerde, dead_letter.clone()),
         signals: Arc::clone(&signals),
+        partition: 0,
+        close_timeout: config.timeout + CLOSE_MARGIN,
     };
     let outbox = keeper.outbox.clone();
     topology.processor(move |partition| {
         keeper.signals.partition_started(partition);
-        keeper.clone()
+        OutboxKeeper {
+            partition,
+            ..keeper.clone()
+        }
     });
     // Deliveries check the subscription first: it must be loaded.
     let mut loaded = subscriptions.caught_up_changes();
@@ -230,4 +247,33 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         .shutdown
         .spawn("webhook executor", executor.run(stop));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[&str]) -> Config {
+        let mut arguments = vec![
+            "eddy-webhook-sender",
+            "--secret-key",
+            "0123456789abcdef0123456789abcdef",
+        ];
+        arguments.extend_from_slice(extra);
+        Config::try_parse_from(arguments).expect("parses")
+    }
+
+    #[test]
+    fn the_shutdown_grace_must_cover_a_call_under_way() {
+        assert!(config(&[]).validate().is_ok(), "the defaults fit");
+        let error = config(&["--timeout", "25s"])
+            .validate()
+            .expect_err("25 s calls do not fit in 30 s of grace");
+        assert!(error.to_string().contains("EDDY_SHUTDOWN_GRACE"), "{error}");
+        assert!(
+            config(&["--timeout", "25s", "--shutdown-grace", "60s"])
+                .validate()
+                .is_ok()
+        );
+    }
 }

@@ -14,8 +14,9 @@
 //! → [`OutboxValue::Due`] for each pending event, so a range scan up to `q/<now>` yields the due
 //! events oldest first, in the order they arrived.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use eddy_schemas::{DeliveryOutcome, WebhookDelivery, WebhookEvent};
 use eddy_service::envelope::now_millis;
@@ -117,6 +118,20 @@ pub struct OutboxSignals {
     /// step over every deleted slot that compaction has not dropped yet (after a burst, tens
     /// of thousands, for every scan).
     lowest_queued: Mutex<HashMap<i32, String>>,
+    /// Deliveries under way per partition, and the partitions closing here.
+    dispatches: Mutex<Dispatches>,
+    /// Signalled when a partition's last delivery under way is recorded.
+    dispatches_recorded: Condvar,
+}
+
+/// What the executor has under way, per partition. A partition that closes here (revoked, or
+/// the sender stopping) takes no new dispatches and waits until every attempt under way is in
+/// the delivery log: its next owner, reading the log up to its end before it dispatches, then
+/// knows of every acknowledgement and sends nothing twice.
+#[derive(Debug, Default)]
+struct Dispatches {
+    unrecorded: HashMap<i32, usize>,
+    closing: HashSet<i32>,
 }
 
 impl OutboxSignals {
@@ -140,9 +155,53 @@ impl OutboxSignals {
     }
 
     /// A partition's processor starts (after its store was restored): the executor looks at
-    /// its whole queue again.
+    /// its whole queue again, and may dispatch from it.
     pub fn partition_started(&self, partition: i32) {
         self.slot_queued(partition, DUE_PREFIX);
+        lock(&self.dispatches).closing.remove(&partition);
+    }
+
+    /// Counts a delivery from `partition` as under way; false (nothing counted) if the
+    /// partition is closing here.
+    pub fn try_dispatch(&self, partition: i32) -> bool {
+        let mut dispatches = lock(&self.dispatches);
+        if dispatches.closing.contains(&partition) {
+            return false;
+        }
+        *dispatches.unrecorded.entry(partition).or_insert(0) += 1;
+        true
+    }
+
+    /// A delivery from `partition` is over: its attempt is in the delivery log, or writing it
+    /// failed.
+    pub fn dispatch_recorded(&self, partition: i32) {
+        let mut dispatches = lock(&self.dispatches);
+        if let Some(count) = dispatches.unrecorded.get_mut(&partition) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                dispatches.unrecorded.remove(&partition);
+                self.dispatches_recorded.notify_all();
+            }
+        }
+    }
+
+    /// Closes `partition` here: no new dispatches from it, and waits (at most `timeout`)
+    /// until the deliveries under way are recorded; false if some were not in time.
+    pub fn close_partition(&self, partition: i32, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut dispatches = lock(&self.dispatches);
+        dispatches.closing.insert(partition);
+        while dispatches.unrecorded.contains_key(&partition) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            dispatches = self
+                .dispatches_recorded
+                .wait_timeout(dispatches, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 
     fn slot_queued(&self, partition: i32, key: &str) {
@@ -179,6 +238,11 @@ pub struct OutboxKeeper {
     pub outbox: StoreDefinition<String, OutboxValue>,
     pub dead_letters: OutputTopic<String, WebhookEvent>,
     pub signals: Arc<OutboxSignals>,
+    /// The partition this copy processes (set by the processor factory).
+    pub partition: i32,
+    /// How long closing the partition waits for its deliveries under way (the call's timeout
+    /// and then some).
+    pub close_timeout: Duration,
 }
 
 impl std::fmt::Debug for OutboxKeeper {
@@ -190,6 +254,18 @@ impl std::fmt::Debug for OutboxKeeper {
 }
 
 impl Processor for OutboxKeeper {
+    fn close(&mut self) {
+        if !self
+            .signals
+            .close_partition(self.partition, self.close_timeout)
+        {
+            tracing::warn!(
+                partition = self.partition,
+                "deliveries still under way at the partition's close; their next owner may send them again"
+            );
+        }
+    }
+
     fn process(
         &mut self,
         record: &InputRecord<'_>,
@@ -406,6 +482,32 @@ mod tests {
             signals.take_lowest_queued(1).as_deref(),
             Some(DUE_PREFIX),
             "a restored partition is scanned from the queue's start"
+        );
+    }
+
+    #[test]
+    fn a_closing_partition_takes_no_dispatch_and_waits_for_those_under_way() {
+        let signals = OutboxSignals::default();
+        assert!(signals.try_dispatch(0));
+        assert!(signals.try_dispatch(1));
+        assert!(
+            !signals.close_partition(0, Duration::from_millis(20)),
+            "one delivery from partition 0 is not recorded"
+        );
+        assert!(!signals.try_dispatch(0), "partition 0 is closing");
+        assert!(signals.try_dispatch(1), "partition 1 is not");
+        std::thread::scope(|scope| {
+            let closing = scope.spawn(|| signals.close_partition(0, Duration::from_secs(10)));
+            signals.dispatch_recorded(0);
+            assert!(
+                closing.join().unwrap(),
+                "the close ends with the last record"
+            );
+        });
+        signals.partition_started(0);
+        assert!(
+            signals.try_dispatch(0),
+            "open again once it is assigned here again"
         );
     }
 

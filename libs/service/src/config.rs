@@ -61,9 +61,9 @@ pub fn parse_config_or_exit<C: Parser>() -> C {
 }
 
 /// The exit code for a configuration error found after parsing (for example two settings that
-/// contradict each other).
+/// contradict each other); `message` is the error's text (`invalid configuration: ...`).
 pub fn bad_config_exit(message: &str) -> ExitCode {
-    eprintln!("error: invalid configuration: {message}");
+    eprintln!("error: {message}");
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 

@@ -24,6 +24,13 @@ pub trait Processor: Send {
         record: &InputRecord<'_>,
         context: &mut ProcessorContext<'_>,
     ) -> Result<(), ProcessorError>;
+
+    /// Called when the task closes (its partition is revoked, or the application stops),
+    /// before the final commit and before the partition can go to another instance: a
+    /// processor whose partition has work under way elsewhere (say, calls another thread makes
+    /// from its store) finishes or fences it here. It may block, within the consumer's poll
+    /// interval.
+    fn close(&mut self) {}
 }
 
 /// A processor's failure on one record.

@@ -998,6 +998,9 @@ impl TaskManager {
         if self.tasks.is_empty() {
             return Ok(());
         }
+        for task in self.tasks.values_mut() {
+            task.processor.close();
+        }
         self.commit(consumer, true)?;
         let closed: Vec<i32> = self.tasks.keys().copied().collect();
         let now = Instant::now();

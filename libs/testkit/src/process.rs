@@ -111,6 +111,12 @@ impl ComponentCommand {
         }
     }
 
+    /// Logs to `<state dir>/logs/<log_name>.log` instead (several instances of one binary).
+    pub fn log_as(mut self, namespace: &TestNamespace, log_name: &str) -> Self {
+        self.log_path = namespace.state_dir("logs").join(format!("{log_name}.log"));
+        self
+    }
+
     pub fn arg(mut self, argument: impl AsRef<std::ffi::OsStr>) -> Self {
         self.command.arg(argument);
         self

@@ -89,6 +89,10 @@ impl Platform {
 
     fn spawn(&self, settings: ComponentSettings) -> Component {
         let mut command = ComponentCommand::new(&self.namespace, &settings.binary)
+            .log_as(
+                &self.namespace,
+                &format!("{}-{}", settings.binary, settings.instance),
+            )
             .env("EDDY_TOPIC_NAMESPACE", self.namespace.prefix())
             .env("EDDY_SYSTEM_TOKEN", SYSTEM_TOKEN)
             .env("EDDY_SECRET_KEY", SECRET_KEY)

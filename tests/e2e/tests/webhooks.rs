@@ -346,6 +346,102 @@ async fn kill_9_of_the_sender_during_a_burst_loses_nothing() {
     );
 }
 
+/// Sender settings for the rebalance test: dynamic membership, so a stopping sender leaves the
+/// group at once (a static member's partitions would wait out the session timeout).
+const REBALANCING: &[(&str, &str)] = &[
+    ("EDDY_WEBHOOK_ALLOW_LOOPBACK", "true"),
+    ("EDDY_WEBHOOK_RETRY_SCHEDULE", "0s,200ms,400ms,800ms"),
+    ("EDDY_WEBHOOK_TIMEOUT", "5s"),
+    ("EDDY_STATIC_MEMBERSHIP", "false"),
+];
+
+/// How many attempts a sender made, from its metrics.
+async fn attempts_made(sender: &Component) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", sender.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("eddy_webhook_attempts_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn rebalancing_senders_send_every_event_once() {
+    let platform = Platform::provisioned("webhooks_rebalance", 4).await;
+    let mut stack = Webhooks::start(&platform, REBALANCING).await;
+    let receiver = Receiver::start_binary(env!("CARGO_BIN_EXE_webhook-receiver"));
+    // Slow answers keep deliveries under way whenever a partition moves, longer than its next
+    // owner takes to start on it.
+    receiver
+        .script(
+            "moving",
+            Script::always(200).delayed(Duration::from_secs(2)),
+        )
+        .await;
+    stack
+        .subscribe(
+            &platform,
+            &receiver.url("moving"),
+            &["tag.updated"],
+            json!({}),
+        )
+        .await;
+    const EVENTS: usize = 240;
+    platform.write_tags(&tags("moving", EVENTS)).await;
+    let acknowledged =
+        |count: usize| move |deliveries: &[Delivery]| acknowledged_ids(deliveries).len() >= count;
+    receiver
+        .wait_for("moving", acknowledged(32), DEADLINE)
+        .await;
+
+    // A second sender joins: the partitions are revoked and shared out.
+    let mut second = platform.start("eddy-webhook-sender", "sender-1", REBALANCING);
+    second.wait_ready(START_TIMEOUT).await;
+    let before_leaving = receiver.summary("moving").await.distinct_acknowledged_ids;
+    receiver
+        .wait_for(
+            "moving",
+            acknowledged(before_leaving as usize + 32),
+            DEADLINE,
+        )
+        .await;
+    let second_attempts = attempts_made(&second).await;
+
+    // The first one stops: its partitions move to the second.
+    stack.sender.process.terminate();
+    let status = stack.sender.process.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let at_leaving = receiver.summary("moving").await.distinct_acknowledged_ids;
+    receiver
+        .wait_for("moving", acknowledged(EVENTS), DEADLINE)
+        .await;
+    let summary = receiver.summary("moving").await;
+    println!(
+        "2 rebalances: {before_leaving} of {EVENTS} acknowledged when the second sender was ready, \
+         {at_leaving} when the first had stopped; the second made {second_attempts} attempts \
+         while both ran; {} requests, {} duplicate acknowledgements",
+        summary.requests, summary.duplicate_acknowledgements
+    );
+    assert!(
+        (at_leaving as usize) < EVENTS,
+        "the partitions moved while deliveries were left to make"
+    );
+    assert!(second_attempts > 0, "the second sender took partitions");
+    assert_eq!(summary.distinct_acknowledged_ids, EVENTS as u64);
+    // Not even a call cut off by the stopping sender: a closing partition waits for its calls
+    // under way and their attempts in the log before its next owner may start.
+    assert_eq!(
+        summary.requests, EVENTS as u64,
+        "a rebalance sends nothing twice"
+    );
+    assert_eq!(summary.duplicate_acknowledgements, 0);
+}
+
 fn acknowledged_ids(deliveries: &[Delivery]) -> BTreeSet<String> {
     deliveries
         .iter()
@@ -433,6 +529,7 @@ async fn a_hanging_receiver_does_not_slow_another_subscription() {
     settings.retain(|(key, _)| *key != "EDDY_WEBHOOK_TIMEOUT");
     settings.extend([
         ("EDDY_WEBHOOK_TIMEOUT", "30s"),
+        ("EDDY_SHUTDOWN_GRACE", "60s"),
         ("EDDY_WEBHOOK_CONCURRENCY", "4"),
     ]);
     let stack = Webhooks::start(&platform, &settings).await;
