@@ -45,6 +45,62 @@ pub fn describe_catalog(catalog: &Catalog) -> String {
     text
 }
 
+/// Waits (each up to `wait_timeout`) until Kafka and the schema registry answer; the registry
+/// client, or the exit code after saying on stderr which one did not answer.
+async fn wait_for_platform(
+    kafka: &KafkaArgs,
+    registry: &RegistryArgs,
+    client_id: &str,
+    wait_timeout: Duration,
+) -> Result<SchemaRegistry, ExitCode> {
+    let registry_url = registry.url.clone();
+    let registry = SchemaRegistry::new(registry).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_UNREACHABLE)
+    })?;
+    let never_cancelled = CancellationToken::new();
+    let kafka_wait = tokio::time::timeout(
+        wait_timeout,
+        wait_for_kafka(kafka, client_id, &never_cancelled),
+    );
+    if kafka_wait.await.is_err() {
+        eprintln!(
+            "error: kafka at {} did not answer within {} s",
+            kafka.bootstrap_servers,
+            wait_timeout.as_secs()
+        );
+        return Err(ExitCode::from(EXIT_UNREACHABLE));
+    }
+    if let Err(error) = registry.wait_until_reachable(wait_timeout).await {
+        eprintln!("error: the schema registry at {registry_url}: {error}");
+        return Err(ExitCode::from(EXIT_UNREACHABLE));
+    }
+    Ok(registry)
+}
+
+/// `eddy platform wait`: returns once Kafka and the schema registry answer (an init container
+/// runs it, so a component starts only when the platform is there), or fails after the timeout
+/// saying which one did not answer.
+pub async fn wait_for_platform_command(
+    kafka: &KafkaArgs,
+    registry: &RegistryArgs,
+    wait_timeout: Duration,
+) -> ExitCode {
+    eprintln!(
+        "waiting for kafka at {} and the schema registry at {} (up to {} s each)",
+        kafka.bootstrap_servers,
+        registry.url,
+        wait_timeout.as_secs()
+    );
+    match wait_for_platform(kafka, registry, "eddy-platform-wait", wait_timeout).await {
+        Ok(_) => {
+            eprintln!("kafka and the schema registry answer");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
 /// `eddy topics provision`: waits for Kafka and the registry, provisions, prints the report.
 pub async fn provision_topics(
     catalog: &Catalog,
@@ -53,29 +109,11 @@ pub async fn provision_topics(
     fix: bool,
     wait_timeout: Duration,
 ) -> ExitCode {
-    let registry = match SchemaRegistry::new(registry) {
-        Ok(registry) => registry,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
-    };
-    let never_cancelled = CancellationToken::new();
-    let kafka_wait = tokio::time::timeout(
-        wait_timeout,
-        wait_for_kafka(kafka, "eddy-topics-provision", &never_cancelled),
-    );
-    if kafka_wait.await.is_err() {
-        eprintln!(
-            "error: kafka at {} did not answer within {wait_timeout:?}",
-            kafka.bootstrap_servers
-        );
-        return ExitCode::from(EXIT_UNREACHABLE);
-    }
-    if let Err(error) = registry.wait_until_reachable(wait_timeout).await {
-        eprintln!("error: {error}");
-        return ExitCode::from(EXIT_UNREACHABLE);
-    }
+    let registry =
+        match wait_for_platform(kafka, registry, "eddy-topics-provision", wait_timeout).await {
+            Ok(registry) => registry,
+            Err(code) => return code,
+        };
     match provision(kafka, &registry, catalog, fix).await {
         Ok(report) => {
             print!("{}", describe_report(&report));

@@ -27,6 +27,26 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// The platform Eddy runs on: Kafka and the schema registry.
+    Platform {
+        #[command(subcommand)]
+        command: PlatformCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlatformCommand {
+    /// Waits until Kafka and the schema registry answer (the chart's init containers run it);
+    /// exits 2, saying which one did not answer, after the timeout.
+    Wait {
+        /// How long to wait for each.
+        #[arg(long, env = "EDDY_WAIT_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +125,27 @@ fn main() -> ExitCode {
                 fix,
                 wait_timeout,
             ))
+        }
+        Command::Platform {
+            command:
+                PlatformCommand::Wait {
+                    timeout,
+                    kafka,
+                    registry,
+                },
+        } => {
+            if let Err(error) = kafka.validate() {
+                return eddy_service::config::bad_config_exit(&error.to_string());
+            }
+            match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime.block_on(eddy_cli::wait_for_platform_command(
+                    &kafka, &registry, timeout,
+                )),
+                Err(error) => {
+                    eprintln!("error: cannot start the async runtime: {error}");
+                    ExitCode::from(EXIT_UNREACHABLE)
+                }
+            }
         }
     }
 }

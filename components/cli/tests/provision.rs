@@ -238,7 +238,7 @@ fn unreachable_kafka_exits_2_and_bad_configuration_exits_64() {
         .expect("eddy runs");
     assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
     assert!(
-        String::from_utf8_lossy(&unreachable.stderr).contains("did not answer within 2s"),
+        String::from_utf8_lossy(&unreachable.stderr).contains("did not answer within 2 s"),
         "{unreachable:?}"
     );
 
@@ -252,4 +252,43 @@ fn unreachable_kafka_exits_2_and_bad_configuration_exits_64() {
         .output()
         .expect("eddy runs");
     assert_eq!(bad_namespace.status.code(), Some(64), "{bad_namespace:?}");
+}
+
+#[test]
+fn platform_wait_returns_once_kafka_and_the_registry_answer_and_names_the_one_that_does_not() {
+    let namespace = TestNamespace::new("cli-wait");
+    let stack = namespace.stack();
+    let wait = |bootstrap: &str, registry: &str| {
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["platform", "wait", "--timeout", "2s"])
+            .env("EDDY_KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+            .env("EDDY_SCHEMA_REGISTRY_URL", registry)
+            .output()
+            .expect("eddy runs")
+    };
+    let up = wait(&stack.bootstrap_servers, &stack.schema_registry_url);
+    assert!(up.status.success(), "{up:?}");
+    assert!(
+        String::from_utf8_lossy(&up.stderr).contains("kafka and the schema registry answer"),
+        "{up:?}"
+    );
+
+    let no_kafka = wait("127.0.0.1:1", &stack.schema_registry_url);
+    assert_eq!(no_kafka.status.code(), Some(2), "{no_kafka:?}");
+    assert!(
+        String::from_utf8_lossy(&no_kafka.stderr)
+            .contains("kafka at 127.0.0.1:1 did not answer within 2 s"),
+        "{no_kafka:?}"
+    );
+
+    let no_registry = wait(
+        &stack.bootstrap_servers,
+        "http://127.0.0.1:1/apis/ccompat/v7",
+    );
+    assert_eq!(no_registry.status.code(), Some(2), "{no_registry:?}");
+    assert!(
+        String::from_utf8_lossy(&no_registry.stderr)
+            .contains("the schema registry at http://127.0.0.1:1/apis/ccompat/v7"),
+        "{no_registry:?}"
+    );
 }
