@@ -1,9 +1,10 @@
 //! The gateway: one address for every Eddy API on one machine (`scripts/up` runs it; on
 //! Kubernetes the chart's Ingress does the same job). Each endpoint goes to the component that
 //! serves it, chosen by the endpoint's name (`/conversations.*` → communication, `/sources.*` →
-//! source-api, ...); requests take turns over the component's instances, and an instance that
-//! does not answer is skipped for the next one. Bodies and headers pass through unchanged: the
-//! components check the tokens.
+//! source-api, ...; any other `/<name>.*` to a component named `<name>`, as for components made
+//! by `scripts/new-component`); requests take turns over the component's instances, and an
+//! instance that does not answer is skipped for the next one. Bodies and headers pass through
+//! unchanged: the components check the tokens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +115,22 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     Ok(())
 }
 
+/// The component serving endpoints named `name` (`/<name>.*`): the one in [`ROUTES`], else a
+/// backend called `name` (components made by `scripts/new-component` serve `/<name>.*`).
+fn component_for<'a>(name: &str, backends: &'a Backends) -> Option<&'a str> {
+    ROUTES
+        .iter()
+        .find(|(prefix, _)| *prefix == name)
+        .map(|(_, component)| *component)
+        .or_else(|| {
+            backends
+                .0
+                .iter()
+                .find(|(backend, _)| backend == name)
+                .map(|(backend, _)| backend.as_str())
+        })
+}
+
 async fn pass_on(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let name = path
@@ -121,11 +138,7 @@ async fn pass_on(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         .split('.')
         .next()
         .unwrap_or_default();
-    let Some(component) = ROUTES
-        .iter()
-        .find(|(prefix, _)| *prefix == name)
-        .map(|(_, component)| *component)
-    else {
+    let Some(component) = component_for(name, &gateway.backends) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_endpoint",
@@ -194,5 +207,21 @@ mod tests {
         assert!(parse_backends("communication").is_err());
         assert!(parse_backends("admin=ftp://x").is_err());
         assert!(parse_backends("admin=").is_err());
+    }
+
+    #[test]
+    fn endpoints_go_to_their_component_or_the_backend_named_like_them() {
+        let backends =
+            parse_backends("communication=http://a:1;order-tracker=http://b:2").expect("valid");
+        assert_eq!(
+            component_for("conversations", &backends),
+            Some("communication")
+        );
+        assert_eq!(component_for("tags", &backends), Some("admin"));
+        assert_eq!(
+            component_for("order-tracker", &backends),
+            Some("order-tracker")
+        );
+        assert_eq!(component_for("unknown", &backends), None);
     }
 }

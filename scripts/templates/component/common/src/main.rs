@@ -1,0 +1,5 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    eddy_service::main(__LIB__::COMPONENT, __LIB__::start)
+}
