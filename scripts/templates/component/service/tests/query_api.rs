@@ -7,60 +7,18 @@
 use std::time::{Duration, Instant};
 
 use eddy_schemas::catalog::MESSAGES;
-use eddy_schemas::provision::provision;
-use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
-use eddy_schemas::{
-    AvroSerde, Catalog, CatalogArgs, DeliveryState, Message, RegistryArgs, SchemaRegistry,
-};
-use eddy_service::envelope::Envelope;
 use eddy_testkit::{
-    ComponentCommand, ComponentProcess, TestNamespace, free_port, wait_for_http_status,
+    ComponentCommand, ComponentProcess, free_port, wait_for_http_status,
 };
 use serde_json::{Value, json};
 
-const PARTITIONS: i32 = 3;
 const SYSTEM_TOKEN: &str = "__NAME__-test-system-token";
-const STARTUP: Duration = Duration::from_secs(60);
-const CONVERGENCE: Duration = Duration::from_secs(30);
 
-/// A test namespace with the topics the component reads, provisioned like
-/// `eddy topics provision` does (topics created, schemas registered).
-struct Provisioned {
-    namespace: TestNamespace,
-    catalog: Catalog,
-    registry: SchemaRegistry,
-}
+mod support;
+
+use support::{CONVERGENCE, Provisioned, STARTUP, message};
 
 impl Provisioned {
-    async fn new(test_name: &str, datasets: &[&str]) -> Self {
-        let namespace = TestNamespace::new(test_name);
-        let mut catalog = Catalog::new(&CatalogArgs {
-            namespace: namespace.prefix().to_owned(),
-            partitions: PARTITIONS,
-            replication_factor: None,
-        });
-        catalog.topics.retain(|topic| datasets.contains(&topic.dataset));
-        let registry =
-            SchemaRegistry::new(&RegistryArgs::new(&namespace.stack().schema_registry_url))
-                .expect("registry client");
-        let report = provision(&namespace.kafka(), &registry, &catalog, false)
-            .await
-            .expect("provisioning runs");
-        assert!(report.is_clean(), "provisioning left {report:?}");
-        Provisioned {
-            namespace,
-            catalog,
-            registry,
-        }
-    }
-
-    fn topic(&self, dataset: &str) -> String {
-        self.catalog
-            .name(dataset)
-            .expect("in the catalog")
-            .to_owned()
-    }
-
     /// Starts an instance of the service (not waiting for it).
     fn start_instance(&self) -> Instance {
         let http_port = free_port();
@@ -84,30 +42,6 @@ impl Provisioned {
             process,
             api: format!("http://127.0.0.1:{http_port}"),
             ready: format!("http://127.0.0.1:{admin_port}/ready"),
-        }
-    }
-
-    /// Writes messages as a connector does: keyed by message id, placed by conversation id.
-    async fn write_messages(&self, messages: &[Message]) {
-        let topic = self.topic(MESSAGES);
-        let writer = RecordWriter::new(&self.namespace.kafka(), "__NAME__-test", &[&topic])
-            .await
-            .expect("writer");
-        let serde = AvroSerde::<Message>::for_topic(&self.registry, &topic)
-            .await
-            .expect("message serde");
-        let envelope = Envelope::originated("__NAME__-test");
-        for message in messages {
-            writer
-                .send(OutgoingRecord {
-                    topic: &topic,
-                    key: &message.id,
-                    value: Some(serde.encode(message).expect("encodes")),
-                    placement: Placement::By(&message.conversation_id),
-                    envelope: &envelope,
-                })
-                .await
-                .expect("message written");
         }
     }
 }
@@ -160,23 +94,6 @@ impl Instance {
     }
 }
 
-fn message(conversation_id: &str, number: i64, from_contact: bool) -> Message {
-    Message {
-        id: format!("{conversation_id}-message-{number}"),
-        conversation_id: conversation_id.to_owned(),
-        channel_id: "test-channel".to_owned(),
-        source: "test-source".to_owned(),
-        sender_id: "test-sender".to_owned(),
-        source_recipient_id: None,
-        source_message_id: None,
-        is_from_contact: from_contact,
-        delivery_state: DeliveryState::Delivered,
-        content: format!(r#"{{"text": "message {number}"}}"#),
-        sent_at: 1_700_000_000_000 + number * 1_000,
-        updated_at: None,
-        source_conversation_id: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_answer_the_latest_message_of_every_conversation() {

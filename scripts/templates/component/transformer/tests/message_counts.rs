@@ -8,60 +8,17 @@ use std::time::Duration;
 
 use __LIB__::MESSAGE_COUNT;
 use eddy_schemas::catalog::{MESSAGES, METADATA};
-use eddy_schemas::provision::provision;
-use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
-use eddy_schemas::{
-    AvroSerde, Catalog, CatalogArgs, DeliveryState, Message, Metadata, RegistryArgs,
-    SchemaRegistry,
-};
-use eddy_service::envelope::Envelope;
+use eddy_schemas::{AvroSerde, DeliveryState, Message, Metadata};
 use eddy_streams::partitioner::partition_for_key;
 use eddy_testkit::{
-    ComponentCommand, ComponentProcess, TestNamespace, free_port, wait_for_http_status,
+    ComponentCommand, ComponentProcess, free_port, wait_for_http_status,
 };
 
-const PARTITIONS: i32 = 3;
-const STARTUP: Duration = Duration::from_secs(60);
-const CONVERGENCE: Duration = Duration::from_secs(30);
+mod support;
 
-/// A test namespace with the topics the component reads and writes, provisioned like
-/// `eddy topics provision` does (topics created, schemas registered).
-struct Provisioned {
-    namespace: TestNamespace,
-    catalog: Catalog,
-    registry: SchemaRegistry,
-}
+use support::{CONVERGENCE, PARTITIONS, Provisioned, STARTUP, message};
 
 impl Provisioned {
-    async fn new(test_name: &str, datasets: &[&str]) -> Self {
-        let namespace = TestNamespace::new(test_name);
-        let mut catalog = Catalog::new(&CatalogArgs {
-            namespace: namespace.prefix().to_owned(),
-            partitions: PARTITIONS,
-            replication_factor: None,
-        });
-        catalog.topics.retain(|topic| datasets.contains(&topic.dataset));
-        let registry =
-            SchemaRegistry::new(&RegistryArgs::new(&namespace.stack().schema_registry_url))
-                .expect("registry client");
-        let report = provision(&namespace.kafka(), &registry, &catalog, false)
-            .await
-            .expect("provisioning runs");
-        assert!(report.is_clean(), "provisioning left {report:?}");
-        Provisioned {
-            namespace,
-            catalog,
-            registry,
-        }
-    }
-
-    fn topic(&self, dataset: &str) -> String {
-        self.catalog
-            .name(dataset)
-            .expect("in the catalog")
-            .to_owned()
-    }
-
     /// Starts the component and waits until it is ready.
     async fn start_component(&self) -> ComponentProcess {
         let admin_port = free_port();
@@ -85,56 +42,15 @@ impl Provisioned {
         .await;
         process
     }
-
-    /// Writes messages as a connector does: keyed by message id, placed by conversation id.
-    async fn write_messages(&self, messages: &[Message]) {
-        let topic = self.topic(MESSAGES);
-        let writer = RecordWriter::new(&self.namespace.kafka(), "__NAME__-test", &[&topic])
-            .await
-            .expect("writer");
-        let serde = AvroSerde::<Message>::for_topic(&self.registry, &topic)
-            .await
-            .expect("message serde");
-        let envelope = Envelope::originated("__NAME__-test");
-        for message in messages {
-            writer
-                .send(OutgoingRecord {
-                    topic: &topic,
-                    key: &message.id,
-                    value: Some(serde.encode(message).expect("encodes")),
-                    placement: Placement::By(&message.conversation_id),
-                    envelope: &envelope,
-                })
-                .await
-                .expect("message written");
-        }
-    }
 }
 
-fn message(conversation_id: &str, number: i64) -> Message {
-    Message {
-        id: format!("{conversation_id}-message-{number}"),
-        conversation_id: conversation_id.to_owned(),
-        channel_id: "test-channel".to_owned(),
-        source: "test-source".to_owned(),
-        sender_id: "test-contact".to_owned(),
-        source_recipient_id: None,
-        source_message_id: None,
-        is_from_contact: true,
-        delivery_state: DeliveryState::Delivered,
-        content: format!(r#"{{"text": "message {number}"}}"#),
-        sent_at: 1_700_000_000_000 + number * 1_000,
-        updated_at: None,
-        source_conversation_id: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn counts_each_message_of_a_conversation_once() {
     let provisioned = Provisioned::new("__NAME__-counts", &[MESSAGES, METADATA]).await;
     let mut component = provisioned.start_component().await;
 
-    let first = message("conversation-a", 1);
+    let first = message("conversation-a", 1, true);
     let rewritten = Message {
         delivery_state: DeliveryState::Failed,
         updated_at: Some(first.sent_at + 500),
@@ -143,10 +59,10 @@ async fn counts_each_message_of_a_conversation_once() {
     provisioned
         .write_messages(&[
             first,
-            message("conversation-a", 2),
+            message("conversation-a", 2, true),
             rewritten,
-            message("conversation-a", 3),
-            message("conversation-b", 1),
+            message("conversation-a", 3, true),
+            message("conversation-b", 1, true),
         ])
         .await;
 
