@@ -4,6 +4,7 @@
 #
 #   docker build -t eddy:dev .                 # the release image, built from source
 #   docker build --target dev -t eddy:dev .    # Tilt: binaries built on the host, from .tilt/bin
+#                                              # (scripts/dev/stage-binaries), live-updatable
 #
 # Build dependencies match scripts/lib/common.sh (ensure_build_deps): a C/C++ toolchain, make,
 # perl, pkg-config, zlib and OpenSSL headers for librdkafka, libclang for RocksDB's bindings.
@@ -48,9 +49,18 @@ ENV EDDY_STATE_DIR=/var/lib/eddy/state \
 WORKDIR /var/lib/eddy
 USER 10001:10001
 
-# Tilt's image: binaries built on the host (Linux, glibc not newer than Debian's) into .tilt/bin.
+# Tilt's image: binaries built on the host (Linux, glibc not newer than Debian's) into .tilt/bin
+# by scripts/dev/stage-binaries. They live in /opt/eddy/bin, owned by the runtime user so that
+# Tilt's live update can replace them in running containers, and /usr/local/bin links to them
+# (the chart's paths). eddy-dev-run restarts a component in place when its binary changes (the
+# chart runs it with liveUpdate.enabled, as in helm/eddy/ci/dev-values.yaml).
 FROM runtime AS dev
-COPY .tilt/bin/ /usr/local/bin/
+USER root
+COPY --chown=10001:10001 .tilt/bin/ /opt/eddy/bin/
+COPY --chmod=0755 scripts/dev/eddy-dev-run /usr/local/bin/eddy-dev-run
+RUN chown 10001:10001 /opt/eddy/bin \
+ && for binary in /opt/eddy/bin/*; do ln -s "$binary" /usr/local/bin/; done
+USER 10001:10001
 
 FROM runtime AS release
 COPY --from=build /out/ /usr/local/bin/

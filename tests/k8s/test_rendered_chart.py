@@ -22,9 +22,14 @@ what the schemas cannot: how the resources fit together.
     pre-install and pre-upgrade.
   - Nothing runs as root: every container and init container of every pod has an effective
     runAsNonRoot true and runAsUser other than 0 (the container's securityContext, or the
-    pod's), readOnlyRootFilesystem true and allowPrivilegeEscalation false; and the rest of
+    pod's), readOnlyRootFilesystem true (except, with liveUpdate.enabled, the containers that
+    run eddy-dev-run, into which Tilt syncs binaries) and allowPrivilegeEscalation false; and
+    the rest of
     the "restricted" Pod Security Standard: no privileged container, capabilities drop ALL,
     a RuntimeDefault or Localhost seccomp profile, no host namespaces or hostPath volumes.
+  - Live update (development): with liveUpdate.enabled, every component's and the gateway's
+    container runs its binary under /usr/local/bin/eddy-dev-run with a writable root file
+    system; without it, no container runs eddy-dev-run.
   - Every component enabled in `components` has its StatefulSet (and a disabled one has none);
     the gateway has its Deployment when enabled; an enabled ingress renders an Ingress and an
     enabled serviceMonitor a ServiceMonitor.
@@ -332,6 +337,7 @@ def check_provisioning_job(docs, values):
 
 def check_not_root(docs, values):
     failures = []
+    live_update = enabled(values.get("liveUpdate"), default=False)
     for doc in docs:
         spec = pod_spec(doc)
         if spec is None:
@@ -353,10 +359,42 @@ def check_not_root(docs, values):
                 failures.append(f"{where}: runs as root (runAsUser 0)")
             if effective("runAsGroup") == 0:
                 failures.append(f"{where}: runs with group root (runAsGroup 0)")
-            if ctx.get("readOnlyRootFilesystem") is not True:
+            live_updated = live_update and what == "container" and runs_under_dev_run(c)
+            if ctx.get("readOnlyRootFilesystem") is not True and not live_updated:
                 failures.append(f"{where}: readOnlyRootFilesystem is not true")
             if ctx.get("allowPrivilegeEscalation") is not False:
                 failures.append(f"{where}: allowPrivilegeEscalation is not false")
+    return failures
+
+
+DEV_RUN = "/usr/local/bin/eddy-dev-run"
+
+
+def runs_under_dev_run(container):
+    line = argv(container)
+    return bool(line) and line[0] == DEV_RUN
+
+
+def check_live_update(docs, values):
+    failures = []
+    live_update = enabled(values.get("liveUpdate"), default=False)
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        main_workload = doc.get("kind") in ("StatefulSet", "Deployment")
+        for what, c in containers(spec):
+            where = f"{describe(doc)} {what} {c.get('name')}"
+            under = runs_under_dev_run(c)
+            if under and not live_update:
+                failures.append(f"{where}: runs eddy-dev-run, but liveUpdate is off")
+            elif live_update and main_workload and what == "container" and not under:
+                failures.append(f"{where}: liveUpdate is on, but it does not run under {DEV_RUN}")
+            elif under and len(argv(c)) < 2:
+                failures.append(f"{where}: eddy-dev-run without a binary to run")
+            elif under and (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not False:
+                failures.append(f"{where}: runs under eddy-dev-run with a read-only root file "
+                                "system (Tilt cannot sync binaries into it)")
     return failures
 
 
@@ -496,6 +534,7 @@ CHECKS = [
     ("provisioning Job: pre-install and pre-upgrade hook", check_provisioning_job),
     ("containers: not root, read-only root, no privilege escalation", check_not_root),
     ("pods: restricted Pod Security Standard", check_restricted_pod_security),
+    ("live update: eddy-dev-run exactly when liveUpdate is on", check_live_update),
     ("components, gateway, ingress, serviceMonitor have their resources", check_component_workloads),
     ("references: serviceName, Service selectors, Ingress and ServiceMonitor ports", check_references),
 ]
@@ -668,6 +707,12 @@ def _escalation(docs):
         k: v for k, v in _main_container(docs)["securityContext"].items() if k != "allowPrivilegeEscalation"}
 
 
+def _live_updated(docs, writable=True):
+    main = _main_container(docs)
+    main["command"] = [DEV_RUN] + main["command"]
+    main["securityContext"] = {**main["securityContext"], "readOnlyRootFilesystem": not writable}
+
+
 def _component_missing(docs):
     docs.remove(_sts(docs))
 
@@ -696,6 +741,14 @@ SELF_TEST_CASES = [
     ("runAsUser 0", _root_user, "runs as root", None),
     ("runAsNonRoot unset", _root_pod, "runAsNonRoot is not true", None),
     ("writable root filesystem", _writable_root, "readOnlyRootFilesystem is not true", None),
+    ("live update on, writable root", _live_updated, None, {"liveUpdate": {"enabled": True}}),
+    ("live update off, eddy-dev-run", _live_updated, "liveUpdate is off", None),
+    ("live update on, not under eddy-dev-run", lambda docs: None, "does not run under",
+     {"liveUpdate": {"enabled": True}}),
+    ("live update on, read-only root", lambda docs: _live_updated(docs, writable=False),
+     "read-only root", {"liveUpdate": {"enabled": True}}),
+    ("live update on, writable init container", _writable_root, "readOnlyRootFilesystem is not true",
+     {"liveUpdate": {"enabled": True}}),
     ("privilege escalation", _escalation, "allowPrivilegeEscalation is not false", None),
     ("enabled component without workload", _component_missing, "'admin' is enabled but has no StatefulSet", None),
     ("gateway enabled, none rendered", lambda docs: None, "no gateway Deployment", {"gateway": {"enabled": True}}),

@@ -354,3 +354,31 @@ minAvailable: {{ if kindIs "string" .minAvailable }}{{ .minAvailable | quote }}{
 maxUnavailable: {{ if kindIs "string" .maxUnavailable }}{{ .maxUnavailable | quote }}{{ else if kindIs "invalid" .maxUnavailable }}1{{ else }}{{ .maxUnavailable | int }}{{ end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The command of a component's or the gateway's container: its binary, under eddy-dev-run when
+liveUpdate is on (Tilt restarts it in place with a newly synced binary). Called with
+(dict "root" $ "binary" "eddy-<name>").
+*/}}
+{{- define "eddy.mainCommand" -}}
+{{- $path := printf "/usr/local/bin/%s" .binary -}}
+{{- if .root.Values.liveUpdate.enabled -}}
+["/usr/local/bin/eddy-dev-run", {{ $path | quote }}]
+{{- else -}}
+[{{ $path | quote }}]
+{{- end -}}
+{{- end }}
+
+{{/*
+The security context of a component's or the gateway's container: securityContext, with a
+writable root file system when liveUpdate is on (Tilt syncs binaries into it).
+*/}}
+{{- define "eddy.mainSecurityContext" -}}
+{{- if .Values.liveUpdate.enabled -}}
+{{- $context := deepCopy .Values.securityContext }}
+{{- $_ := set $context "readOnlyRootFilesystem" false }}
+{{- toYaml $context }}
+{{- else -}}
+{{- toYaml .Values.securityContext }}
+{{- end -}}
+{{- end }}
