@@ -3,7 +3,8 @@
 //! state dir, restore records/s into an empty state dir, and store get latency.
 //!
 //! Run: `scripts/stack start && cargo bench -p eddy-streams --bench streams`
-//! (`EDDY_BENCH_RECORDS`, default 1,000,000; `EDDY_BENCH_KEYS`, default 100,000).
+//! (`EDDY_BENCH_RECORDS`, default 1,000,000; `EDDY_BENCH_KEYS`, default 100,000). With
+//! `EDDY_BENCH_OUTPUT` set, the results also go to that file as JSON (`scripts/bench`).
 
 use std::time::{Duration, Instant};
 
@@ -174,4 +175,24 @@ async fn main() {
         run.start_to_running.as_millis()
     );
     run.app.stop().await.expect("stop");
+
+    if let Ok(output) = std::env::var("EDDY_BENCH_OUTPUT") {
+        let micros = |duration: Duration| (duration.as_secs_f64() * 1e7).round() / 10.0;
+        let results = serde_json::json!({
+            "records": records,
+            "keys": keys,
+            "produce_per_second": produce_rate.round(),
+            "map_per_second": map_rate.round(),
+            "count_per_second": count_rate.round(),
+            "warm_restart_ms": warm_restart.as_millis() as u64,
+            "warm_restored_records": warm_restored,
+            "get_p50_us": micros(get_p50),
+            "get_p99_us": micros(get_p99),
+            "cold_restored_records": restored,
+            "cold_restore_per_second": (restored as f64 / restore_seconds).round(),
+            "cold_start_to_running_ms": run.start_to_running.as_millis() as u64,
+        });
+        std::fs::write(&output, format!("{results:#}\n"))
+            .unwrap_or_else(|error| panic!("writing {output}: {error}"));
+    }
 }

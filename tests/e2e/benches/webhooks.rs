@@ -12,7 +12,8 @@
 //!    `EDDY_BENCH_SECONDS` (default 20); per event, the time from the change's Kafka timestamp
 //!    to the receiver getting it: p50, p99, max.
 //!
-//! Results go in `docs/benchmarks.md`.
+//! Results go in `docs/benchmarks.md`; with `EDDY_BENCH_OUTPUT` set, also to that file as
+//! JSON (`scripts/bench`).
 
 use std::time::{Duration, Instant};
 
@@ -227,6 +228,7 @@ async fn main() {
         events as f64 * 1000.0 / (last - first).max(1) as f64,
         summary.duplicate_acknowledgements,
     );
+    let burst_duplicates = summary.duplicate_acknowledgements;
     receiver.clear("bench").await;
 
     // 2. Latency at a steady rate.
@@ -268,4 +270,22 @@ async fn main() {
     println!(
         "  of which change to event on the events topic (the publisher's hop): p50 {p50} ms, p99 {p99} ms, max {max} ms"
     );
+
+    if let Ok(output) = std::env::var("EDDY_BENCH_OUTPUT") {
+        let results = serde_json::json!({
+            "burst_events": events,
+            "deliveries_per_second": (events as f64 * 1000.0 / (last - first).max(1) as f64).round(),
+            "burst_duplicates": burst_duplicates,
+            "steady_rate": rate,
+            "steady_events": total,
+            "latency_p50_ms": summary.latency_ms.p50,
+            "latency_p99_ms": summary.latency_ms.p99,
+            "latency_max_ms": summary.latency_ms.max,
+            "steady_duplicates": summary.duplicate_acknowledgements,
+            "publisher_hop_p50_ms": p50,
+            "publisher_hop_p99_ms": p99,
+        });
+        std::fs::write(&output, format!("{results:#}\n"))
+            .unwrap_or_else(|error| panic!("writing {output}: {error}"));
+    }
 }
