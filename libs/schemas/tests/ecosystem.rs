@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -349,7 +349,13 @@ fn decode_with_fastavro(
     registry_url: &str,
     records: &[ConsumedRecord],
 ) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ecosystem/decode.py");
+    // The package folder at run time (cargo sets it for every test process): a target dir
+    // shared between clones can hold this test built in another clone, whose compile-time
+    // path may be gone.
+    let package_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let script = package_dir.join("tests/ecosystem/decode.py");
     let request = json!({
         "registry": registry_url,
         "records": records
