@@ -1,6 +1,7 @@
 //! Throughput and latency of eddy-streams against the local broker (a benchmark, not a test):
 //! stateless map and stateful count records/s on one instance, restart to RUNNING with a kept
-//! state dir, restore records/s into an empty state dir, and store get latency.
+//! state dir, restore records/s into an empty state dir, store get latency, and under
+//! exactly-once the time from a record's acknowledgement to its count showing in a query.
 //!
 //! Run: `scripts/stack start && cargo bench -p eddy-streams --bench streams`
 //! (`EDDY_BENCH_RECORDS`, default 1,000,000; `EDDY_BENCH_KEYS`, default 100,000). With
@@ -9,13 +10,19 @@
 use std::time::{Duration, Instant};
 
 use eddy_streams::{
-    AppState, BytesSerde, JsonSerde, StreamsApp, StreamsBuilder, StreamsConfig, StringSerde,
+    AppState, BytesSerde, JsonSerde, ProcessingGuarantee, StreamsApp, StreamsBuilder,
+    StreamsConfig, StringSerde,
 };
 use eddy_testkit::{TestNamespace, TopicSpec};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
+};
 
 const DEADLINE: Duration = Duration::from_secs(600);
+/// Exactly-once probes: records sent one at a time, each timed to its count in a query.
+const EXACTLY_ONCE_PROBES: u64 = 100;
+const EXACTLY_ONCE_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -59,6 +66,10 @@ struct Run {
 async fn start(namespace: &TestNamespace, builder: StreamsBuilder, state: &str) -> Run {
     let mut config = StreamsConfig::new(namespace.kafka(), namespace.state_dir(state));
     config.commit_interval = Duration::from_secs(1);
+    start_with(config, builder).await
+}
+
+async fn start_with(config: StreamsConfig, builder: StreamsBuilder) -> Run {
     let began = Instant::now();
     let app = StreamsApp::start(config, builder.build())
         .await
@@ -81,6 +92,71 @@ async fn throughput(run: &Run, records: u64) -> f64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     records as f64 / began.elapsed().as_secs_f64()
+}
+
+/// Under exactly-once a store write shows in queries once its transaction has committed: sends
+/// [`EXACTLY_ONCE_PROBES`] records to a count, one at a time at pseudo-random points of the
+/// commit cycle, and times each from the broker's acknowledgement to its key's count in a
+/// query. Returns the sorted times and the mean commit duration.
+async fn exactly_once_visibility(namespace: &TestNamespace) -> (Vec<Duration>, Duration) {
+    let input = namespace
+        .create_topic("exactly-once-input", TopicSpec::new(1))
+        .await;
+    let mut builder = StreamsBuilder::new(namespace.group("exactly-once-count"));
+    let store = builder.store("counts", StringSerde, JsonSerde::<u64>::new());
+    builder
+        .stream(&input, StringSerde, BytesSerde)
+        .group_by_key()
+        .count(&store);
+    let mut config = StreamsConfig::new(namespace.kafka(), namespace.state_dir("exactly-once"));
+    config.guarantee = ProcessingGuarantee::ExactlyOnce;
+    config.commit_interval = EXACTLY_ONCE_COMMIT_INTERVAL;
+    let run = start_with(config, builder).await;
+    let queries = run.app.queries();
+    let producer: FutureProducer = namespace
+        .kafka()
+        .producer_config("bench-exactly-once")
+        .create()
+        .expect("producer");
+    let (commits_before, commit_seconds_before) = (
+        run.app.metrics().commits(),
+        run.app.metrics().commit_seconds(),
+    );
+    let mut times = Vec::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for probe in 0..EXACTLY_ONCE_PROBES {
+        // Pacing, not synchronisation: each probe lands at another point of the commit cycle.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        tokio::time::sleep(EXACTLY_ONCE_COMMIT_INTERVAL.mul_f64((state % 1000) as f64 / 1000.0))
+            .await;
+        let key = format!("probe-{probe}");
+        producer
+            .send(
+                FutureRecord::to(&input).key(&key).payload(&[0_u8; 8]),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(error, _)| panic!("probe {probe}: {error}"));
+        let acknowledged = Instant::now();
+        while queries.get(&store, &key).expect("get").is_none() {
+            assert!(
+                acknowledged.elapsed() < DEADLINE,
+                "probe {probe} not counted after {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(acknowledged.elapsed());
+    }
+    let metrics = run.app.metrics();
+    let commits = (metrics.commits() - commits_before).max(1);
+    let mean_commit = Duration::from_secs_f64(
+        (metrics.commit_seconds() - commit_seconds_before) / commits as f64,
+    );
+    run.app.stop().await.expect("stop");
+    times.sort();
+    (times, mean_commit)
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -176,6 +252,18 @@ async fn main() {
     );
     run.app.stop().await.expect("stop");
 
+    let (visible, mean_commit) = exactly_once_visibility(&namespace).await;
+    let millis = |duration: Duration| (duration.as_secs_f64() * 1e4).round() / 10.0;
+    let (visible_p50, visible_p99) = (percentile(&visible, 0.50), percentile(&visible, 0.99));
+    println!(
+        "exactly-once, commit every {} ms: acknowledged -> counted in a query p50 {} ms, p99 {} ms; \
+         mean commit {} ms",
+        EXACTLY_ONCE_COMMIT_INTERVAL.as_millis(),
+        millis(visible_p50),
+        millis(visible_p99),
+        millis(mean_commit)
+    );
+
     if let Ok(output) = std::env::var("EDDY_BENCH_OUTPUT") {
         let micros = |duration: Duration| (duration.as_secs_f64() * 1e7).round() / 10.0;
         let results = serde_json::json!({
@@ -191,6 +279,13 @@ async fn main() {
             "cold_restored_records": restored,
             "cold_restore_per_second": (restored as f64 / restore_seconds).round(),
             "cold_start_to_running_ms": run.start_to_running.as_millis() as u64,
+            "exactly_once": {
+                "commit_interval_ms": EXACTLY_ONCE_COMMIT_INTERVAL.as_millis() as u64,
+                "probes": visible.len(),
+                "visible_p50_ms": millis(visible_p50),
+                "visible_p99_ms": millis(visible_p99),
+                "mean_commit_ms": millis(mean_commit),
+            },
         });
         std::fs::write(&output, format!("{results:#}\n"))
             .unwrap_or_else(|error| panic!("writing {output}: {error}"));

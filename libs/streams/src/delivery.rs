@@ -1,7 +1,7 @@
 //! Delivery reports of the application's producer: the first failure (which stops the
 //! application before anything is committed), per changelog partition the highest offset the
 //! broker acknowledged (which becomes the store's checkpoint), and how many records still wait
-//! for their report (an at-least-once commit waits until none does).
+//! for their report (a commit waits until none does).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};

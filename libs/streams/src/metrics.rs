@@ -183,6 +183,11 @@ impl StreamsMetrics {
         self.commits.get()
     }
 
+    /// Time spent in commits so far, in seconds.
+    pub fn commit_seconds(&self) -> f64 {
+        self.commit_duration.get_sample_sum()
+    }
+
     pub(crate) fn record_processed(&self) {
         self.records_processed.inc();
     }

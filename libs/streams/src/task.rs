@@ -759,15 +759,7 @@ impl TaskManager {
         let offsets = self.offsets_to_commit()?;
         match self.guarantee {
             ProcessingGuarantee::AtLeastOnce => {
-                if !self.sink.producer.context().wait_for_reports(FLUSH_TIMEOUT) {
-                    return Err(StreamsError::Produce(format!(
-                        "records still unacknowledged after {} s",
-                        FLUSH_TIMEOUT.as_secs()
-                    )));
-                }
-                if let Some(error) = self.sink.producer.context().first_error() {
-                    return Err(StreamsError::Produce(error));
-                }
+                self.sink.wait_until_delivered(FLUSH_TIMEOUT)?;
                 if offsets.count() > 0 {
                     consumer
                         .commit(&offsets, CommitMode::Sync)
@@ -786,6 +778,9 @@ impl TaskManager {
                     .map_err(|error| {
                         StreamsError::kafka("adding offsets to the transaction", error)
                     })?;
+                // The transaction's records acknowledged first: commit_transaction's own
+                // flush then has nothing to wait for (see `wait_until_delivered`).
+                self.sink.wait_until_delivered(FLUSH_TIMEOUT)?;
                 self.sink
                     .producer
                     .commit_transaction(FLUSH_TIMEOUT)

@@ -586,8 +586,8 @@ impl Bench {
             runs.push(self.freshness_run(running, rate, "fixed").await);
             wait_caught_up(&self.platform, &group, &messages_topic).await;
         }
-        // Candidates below both the ingest rate and the backlog rate (records there include
-        // the unread-counter's metadata, about one per message).
+        // Candidates below both the ingest rate and the backlog rate (messages topic records;
+        // the service also works through about one unread-counter metadata record per message).
         let ceiling = single_rate.min(catch_up_rate);
         let mut sustainable = None;
         for fraction in [0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1] {
