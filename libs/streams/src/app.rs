@@ -473,6 +473,9 @@ impl Drop for StreamsApp {
     }
 }
 
+/// The longest the processing loop waits for a record before it looks at the stop flag again.
+const LONGEST_POLL: Duration = Duration::from_millis(100);
+
 fn process_until_stopped(
     consumer: &BaseConsumer<StreamsContext>,
     tasks: &Mutex<TaskManager>,
@@ -486,8 +489,11 @@ fn process_until_stopped(
     lock().start_init_transactions();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        // Rebalance callbacks run inside poll; the task lock is not held here.
-        let message = consumer.poll(Duration::from_millis(100));
+        // Rebalance callbacks run inside poll; the task lock is not held here. The wait ends
+        // when the next commit is due: a record followed by a quiet spell is committed (and,
+        // under exactly-once, shows in queries) on time, not a whole poll timeout later.
+        let until_commit = commit_interval.saturating_sub(last_commit.elapsed());
+        let message = consumer.poll(until_commit.min(LONGEST_POLL));
         let mut manager = lock();
         if let Some(error) = manager.fatal.take() {
             return Err(error);

@@ -74,19 +74,15 @@ pub(crate) struct RecordSink {
     pub(crate) writer: String,
 }
 
-/// How long a commit waits, once every delivery report is in, for the producer to release the
-/// reported records (it does right after each report's callback; this is a bound, not a pause).
+/// How long an exactly-once commit waits, once every delivery report is in, for the producer to
+/// release the reported records (a bound, not a pause: it takes microseconds).
 const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 impl RecordSink {
     /// Waits until the broker has acknowledged every record sent so far; the first delivery
-    /// error, or a timeout, is an error.
-    ///
-    /// A commit waits here rather than in rust-rdkafka's `flush` (which `commit_transaction`
-    /// also calls first): that flush polls the producer's queue in 100 ms waits, each taken in
-    /// full, while the `ThreadedProducer`'s own thread takes the reports, so every commit
-    /// stalled processing for 100 ms or more. Once the released records are gone from the
-    /// producer's queue, its flush returns at once.
+    /// error, or a timeout, is an error. (Not rust-rdkafka's `flush`, which polls the
+    /// producer's queue in 100 ms waits, each taken in full while the `ThreadedProducer`'s own
+    /// thread takes the reports: every commit stalled processing for 100 ms or more.)
     pub(crate) fn wait_until_delivered(&self, timeout: Duration) -> Result<(), StreamsError> {
         let tracker = self.producer.context();
         if !tracker.wait_for_reports(timeout) {
@@ -95,15 +91,21 @@ impl RecordSink {
                 timeout.as_secs()
             )));
         }
-        if let Some(error) = tracker.first_error() {
-            return Err(StreamsError::Produce(error));
+        match tracker.first_error() {
+            Some(error) => Err(StreamsError::Produce(error)),
+            None => Ok(()),
         }
-        // A record leaves the producer's count a moment after its report's callback returned.
+    }
+
+    /// After [`Self::wait_until_delivered`], waits (at most [`RELEASE_WAIT`]) until the
+    /// producer has let go of the reported records, which it does right after each report's
+    /// callback. rust-rdkafka's `commit_transaction` runs its `flush` first, and that flush
+    /// returns at once only when nothing is left.
+    pub(crate) fn wait_until_released(&self) {
         let released_by = std::time::Instant::now() + RELEASE_WAIT;
         while self.producer.in_flight_count() > 0 && std::time::Instant::now() < released_by {
             std::thread::sleep(Duration::from_micros(100));
         }
-        Ok(())
     }
 
     /// Sends a record with optional key and headers; waits for room when the queue is full.

@@ -778,9 +778,10 @@ impl TaskManager {
                     .map_err(|error| {
                         StreamsError::kafka("adding offsets to the transaction", error)
                     })?;
-                // The transaction's records acknowledged first: commit_transaction's own
-                // flush then has nothing to wait for (see `wait_until_delivered`).
+                // The transaction's records acknowledged and released first:
+                // commit_transaction's own flush then has nothing to wait for.
                 self.sink.wait_until_delivered(FLUSH_TIMEOUT)?;
+                self.sink.wait_until_released();
                 self.sink
                     .producer
                     .commit_transaction(FLUSH_TIMEOUT)

@@ -64,6 +64,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 const PROBE_POLL: Duration = Duration::from_millis(10);
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 const PROBE_CHANNEL: &str = "+4930222";
+/// The largest page the API gives (`eddy_api::page::MAX_PAGE_SIZE`).
+const PROBE_PAGE_SIZE: u64 = 100;
 
 struct Settings {
     output: PathBuf,
@@ -1090,21 +1092,62 @@ impl Probe {
             )
             .await;
         let updated = self
-            .poll_until(
-                "/conversations.list",
-                json!({"filters": {"channel_id": self.probe_channel_id}, "page_size": 50}),
-                accepted,
-                |list| {
-                    list["data"].as_array().is_some_and(|data| {
-                        data.iter().any(|item| {
-                            item["id"] == conversation_id.as_str()
-                                && item["last_message"]["id"] == message_id.as_str()
-                        })
-                    })
-                },
-            )
+            .poll_listed(&conversation_id, &message_id, accepted)
             .await;
         (listed, updated)
+    }
+
+    /// Polls until the probe channel's `/conversations.list` shows `conversation_id` with
+    /// `message_id` as its last message. The list is newest first and newer probes come after
+    /// this one, so each poll walks the pages (the channel holds every probe of the run) until
+    /// it finds the conversation or reaches the end.
+    async fn poll_listed(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        accepted: Instant,
+    ) -> Duration {
+        loop {
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut body = json!({
+                    "filters": {"channel_id": self.probe_channel_id},
+                    "page_size": PROBE_PAGE_SIZE,
+                });
+                if let Some(cursor) = &cursor {
+                    body["cursor"] = json!(cursor);
+                }
+                let answer = self
+                    .http
+                    .post(format!("{}/conversations.list", self.communication))
+                    .header("authorization", bearer(SYSTEM_TOKEN))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("probe poll");
+                let Ok(page) = answer.json::<Value>().await else {
+                    break;
+                };
+                let shown = page["data"].as_array().is_some_and(|data| {
+                    data.iter().any(|item| {
+                        item["id"] == conversation_id && item["last_message"]["id"] == message_id
+                    })
+                });
+                if shown {
+                    return accepted.elapsed();
+                }
+                match page["pagination_data"]["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+            assert!(
+                accepted.elapsed() < PATIENCE,
+                "probe {}: not in /conversations.list after {PATIENCE:?}",
+                self.source_conversation_id
+            );
+            tokio::time::sleep(PROBE_POLL).await;
+        }
     }
 
     async fn poll_until(
