@@ -126,10 +126,8 @@ async fn exactly_once_visibility(namespace: &TestNamespace) -> (Vec<Duration>, D
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     for probe in 0..EXACTLY_ONCE_PROBES {
         // Pacing, not synchronisation: each probe lands at another point of the commit cycle.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        tokio::time::sleep(EXACTLY_ONCE_COMMIT_INTERVAL.mul_f64((state % 1000) as f64 / 1000.0))
+        let random = xorshift(&mut state);
+        tokio::time::sleep(EXACTLY_ONCE_COMMIT_INTERVAL.mul_f64((random % 1000) as f64 / 1000.0))
             .await;
         let key = format!("probe-{probe}");
         producer
@@ -157,6 +155,14 @@ async fn exactly_once_visibility(namespace: &TestNamespace) -> (Vec<Duration>, D
     run.app.stop().await.expect("stop");
     times.sort();
     (times, mean_commit)
+}
+
+/// The next number of a xorshift64 sequence (spread, not secure).
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -221,10 +227,8 @@ async fn main() {
     let mut latencies = Vec::with_capacity(100_000);
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     for _ in 0..100_000 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let key = format!("key-{}", state % keys);
+        let random = xorshift(&mut state);
+        let key = format!("key-{}", random % keys);
         let began = Instant::now();
         let value = queries.get(&store, &key).expect("get");
         latencies.push(began.elapsed());

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eddy_service::envelope::Envelope;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -82,7 +82,7 @@ impl RecordSink {
     /// Waits until the broker has acknowledged every record sent so far; the first delivery
     /// error, or a timeout, is an error. (Not rust-rdkafka's `flush`, which polls the
     /// producer's queue in 100 ms waits, each taken in full while the `ThreadedProducer`'s own
-    /// thread takes the reports: every commit stalled processing for 100 ms or more.)
+    /// thread takes the reports: a commit with records in flight stalled processing 100 ms.)
     pub(crate) fn wait_until_delivered(&self, timeout: Duration) -> Result<(), StreamsError> {
         let tracker = self.producer.context();
         if !tracker.wait_for_reports(timeout) {
@@ -102,8 +102,8 @@ impl RecordSink {
     /// callback. rust-rdkafka's `commit_transaction` runs its `flush` first, and that flush
     /// returns at once only when nothing is left.
     pub(crate) fn wait_until_released(&self) {
-        let released_by = std::time::Instant::now() + RELEASE_WAIT;
-        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < released_by {
+        let released_by = Instant::now() + RELEASE_WAIT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < released_by {
             std::thread::sleep(Duration::from_micros(100));
         }
     }

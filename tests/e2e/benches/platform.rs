@@ -1125,6 +1125,9 @@ impl Probe {
                     .send()
                     .await
                     .expect("probe poll");
+                if answer.status() != 200 {
+                    break;
+                }
                 let Ok(page) = answer.json::<Value>().await else {
                     break;
                 };
