@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shared by every script under scripts/: paths, settings from EDDY_* variables, messages.
-# Source it; it defines functions and variables and runs nothing else.
+# Source it; it defines functions and variables, and points cargo at the cached RocksDB build.
 
 EDDY_REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -74,6 +74,44 @@ ensure_build_deps() {
   # RocksDB (rust-rocksdb) generates its bindings with bindgen, which loads libclang.
   ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so' || missing+=(libclang-dev)
   install_debian_packages "${missing[@]}"
+  ensure_rocksdb_lib
+}
+
+# RocksDB's C++ (in librocksdb-sys) is by far the longest part of a cold build, and cargo compiles
+# it once per profile: the tests (dev), the release binaries and the benchmarks would take it
+# twice. Build it once, optimised, into the cache, as librocksdb-sys itself builds it (release,
+# the same sources and flags), keyed by its version and the C++ compiler; every cargo run of our
+# scripts then links that archive (librocksdb-sys's ROCKSDB_LIB_DIR and ROCKSDB_STATIC).
+rocksdb_lib_dir() {
+  local version
+  version=$(sed -n '/^name = "librocksdb-sys"$/{n;s/^version = "\(.*\)"$/\1/p;q}' "$EDDY_REPO_DIR/Cargo.lock")
+  printf '%s/rocksdb/%s-gcc%s\n' "$EDDY_CACHE_DIR" "$version" "$(c++ -dumpfullversion 2>/dev/null)"
+}
+
+use_cached_rocksdb_lib() {
+  local dir
+  dir=$(rocksdb_lib_dir)
+  [[ -f $dir/librocksdb.a ]] || return 0
+  export ROCKSDB_LIB_DIR=$dir ROCKSDB_STATIC=1
+}
+
+ensure_rocksdb_lib() {
+  local dir build_dir archive
+  dir=$(rocksdb_lib_dir)
+  if [[ ! -f $dir/librocksdb.a ]]; then
+    build_dir=$EDDY_CACHE_DIR/rocksdb/build
+    info "building RocksDB once into $dir (the longest step of a cold build; every later build links it)"
+    env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC cargo build --release --locked --quiet \
+      --manifest-path "$EDDY_REPO_DIR/Cargo.toml" --target-dir "$build_dir" -p librocksdb-sys ||
+      die "building RocksDB (librocksdb-sys) failed"
+    archive=$(find "$build_dir/release/build" -path '*/librocksdb-sys-*/out/librocksdb.a' -print -quit)
+    [[ -n $archive ]] || die "librocksdb-sys built no librocksdb.a under $build_dir"
+    mkdir -p "$dir"
+    cp "$archive" "$dir/librocksdb.a.partial"
+    mv "$dir/librocksdb.a.partial" "$dir/librocksdb.a"
+    rm -rf "$build_dir"
+  fi
+  use_cached_rocksdb_lib
 }
 
 # Installs the given Debian packages when running as root with apt-get; otherwise fails saying
@@ -89,3 +127,7 @@ install_debian_packages() {
     die "missing prerequisites: $* (install them with your package manager)"
   fi
 }
+
+# Every cargo run of a script that sources this file links the cached RocksDB once it is built
+# (a build started before that compiles it in its own target dir, as cargo does by default).
+use_cached_rocksdb_lib

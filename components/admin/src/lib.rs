@@ -350,7 +350,7 @@ async fn start_delivery_log(
     let queries = app.queries();
     supervise(app, runtime);
     // Made here, not before the API serves: loading the TLS roots takes a moment.
-    let client = reqwest::Client::builder()
+    let client = eddy_service::http::client_builder()
         .timeout(FAN_OUT_TIMEOUT)
         .build()
         .map_err(|error| AdminError::Streams(format!("the HTTP client: {error}")))?;

@@ -137,20 +137,24 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
 
     // The streams application, the global tables and the writer start side by side: a
     // restart is ready in well under a second.
-    let tables = {
+    let channels = {
         let kafka = config.kafka.clone();
         let channels_topic = topics.channels.clone();
         let channel_serde = serdes.channel.clone();
         tokio::task::spawn_blocking(move || {
-            let channels = GlobalTable::start(
+            GlobalTable::start(
                 &kafka,
                 COMPONENT.name,
                 &channels_topic,
                 StringSerde,
                 channel_serde,
-            )?;
-            let tags = GlobalTable::start(&kafka, COMPONENT.name, &tags_topic, StringSerde, tag)?;
-            Ok::<_, eddy_streams::StreamsError>((channels, tags))
+            )
+        })
+    };
+    let tags = {
+        let kafka = config.kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            GlobalTable::start(&kafka, COMPONENT.name, &tags_topic, StringSerde, tag)
         })
     };
     let written_topics = [
@@ -159,13 +163,15 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         topics.read_receipts.as_str(),
         topics.channels.as_str(),
     ];
-    let (app, tables, writer) = tokio::join!(
+    let (app, channels, tags, writer) = tokio::join!(
         StreamsApp::start(streams_config, topology),
-        tables,
+        channels,
+        tags,
         RecordWriter::new(&config.kafka, COMPONENT.name, &written_topics),
     );
     let app = app.map_err(|e| error(&e))?;
-    let (channels, tags) = tables.map_err(|e| error(&e))?.map_err(|e| error(&e))?;
+    let channels = channels.map_err(|e| error(&e))?.map_err(|e| error(&e))?;
+    let tags = tags.map_err(|e| error(&e))?.map_err(|e| error(&e))?;
     let writer = writer.map_err(|e| error(&e))?;
     let queries = app.queries();
     supervise(app, &runtime);

@@ -102,7 +102,9 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
             .map(|_| AtomicUsize::new(0))
             .collect(),
         backends: config.backends,
-        client: reqwest::Client::new(),
+        client: eddy_service::http::client_builder()
+            .build()
+            .map_err(|error| format!("the HTTP client: {error}"))?,
         max_body_bytes: config.max_body_bytes,
     });
     // Every path (the shared server's own fallback answers only what no route takes).

@@ -146,7 +146,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
         sources: sources.clone(),
         channels: channels.clone(),
         secret_key: secret_key.clone(),
-        client: reqwest::Client::builder()
+        client: eddy_service::http::client_builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| error(&e))?,

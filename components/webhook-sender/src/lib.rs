@@ -202,7 +202,7 @@ pub async fn start(config: Config, runtime: Runtime) -> Result<(), String> {
     supervise(app, &runtime);
 
     let destinations = config.destinations.policy();
-    let client = reqwest::Client::builder()
+    let client = eddy_service::http::client_builder()
         .connect_timeout(config.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(config.concurrency)

@@ -141,10 +141,12 @@ impl SchemaRegistry {
         if let (Some(username), Some(password)) = (&args.username, &args.password) {
             builder.set_basic_authorization(username, Some(password.expose()));
         }
+        // Both clients share the process's TLS configuration: loading the roots twice was
+        // the longest step of a restart.
         let settings = builder
-            .build()
+            .build_with(eddy_service::http::client_builder())
             .map_err(|error| unreachable(error.to_string()))?;
-        let http = reqwest::Client::builder()
+        let http = eddy_service::http::client_builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|error| unreachable(error.to_string()))?;

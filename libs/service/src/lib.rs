@@ -9,6 +9,7 @@
 //!   grace timeout; the first fatal error stops the rest;
 //! - [`kafka`]: the one Kafka client configuration builder (bootstrap, security, idempotent
 //!   producer with `acks=all`, Java-compatible `murmur2_random` partitioning);
+//! - [`http`]: the one outbound HTTP client builder (one TLS configuration per process);
 //! - [`envelope`]: the headers every record carries (event and ingest time, producer, W3C
 //!   `traceparent`);
 //! - [`run`]: ties them together so a component's `main` is a table of contents.
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod run;

@@ -528,20 +528,33 @@ fn partition_counts(
         .admin_config("streams-metadata")
         .create()
         .map_err(|error| StreamsError::kafka("creating a metadata client", error))?;
-    names
-        .iter()
-        .map(|name| {
-            let metadata = consumer
-                .fetch_metadata(Some(name), Duration::from_secs(30))
-                .map_err(|error| StreamsError::kafka(format!("metadata of {name}"), error))?;
-            let count = metadata
-                .topics()
-                .iter()
-                .find(|topic| topic.name() == name && topic.error().is_none())
-                .map_or(0, |topic| topic.partitions().len());
-            Ok((name.clone(), count))
-        })
-        .collect()
+    // One request per topic (the metadata of every topic is large on a shared cluster), all
+    // in flight at once: a start waits for one round trip, not one per topic.
+    std::thread::scope(|scope| {
+        let lookups: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let consumer = &consumer;
+                scope.spawn(move || {
+                    let metadata = consumer
+                        .fetch_metadata(Some(name), Duration::from_secs(30))
+                        .map_err(|error| {
+                            StreamsError::kafka(format!("metadata of {name}"), error)
+                        })?;
+                    let count = metadata
+                        .topics()
+                        .iter()
+                        .find(|topic| topic.name() == name && topic.error().is_none())
+                        .map_or(0, |topic| topic.partitions().len());
+                    Ok((name.clone(), count))
+                })
+            })
+            .collect();
+        lookups
+            .into_iter()
+            .map(|lookup| lookup.join().map_err(|_| StreamsError::ThreadPanicked)?)
+            .collect()
+    })
 }
 
 /// The partition count shared by every input; an error if one is missing or they differ.

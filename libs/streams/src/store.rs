@@ -306,6 +306,10 @@ fn rocksdb_options() -> Options {
     // Restarts open every store of every partition: skip reading table statistics on open,
     // and keep RocksDB's own info logs from piling up one per open.
     options.set_skip_stats_update_on_db_open(true);
+    // Every store of every partition opens at once on a restart, each on a thread of its own;
+    // RocksDB's default of 16 file-opening threads per store only adds threads to start
+    // (18 stores after a kill -9: 85-110 ms with 16, 55-80 ms with 2).
+    options.set_max_file_opening_threads(2);
     options.set_keep_log_file_num(2);
     options.set_max_manifest_file_size(4 * 1024 * 1024);
     options
