@@ -21,7 +21,9 @@ pub mod stack;
 pub mod wait;
 
 pub use namespace::TestNamespace;
-pub use process::{ComponentCommand, ComponentProcess, free_port, workspace_binary};
+pub use process::{
+    ComponentCommand, ComponentProcess, free_port, free_port_block, workspace_binary,
+};
 pub use python::python_tools;
 pub use records::{ConsumedRecord, TopicSpec};
 pub use stack::{Stack, stack};

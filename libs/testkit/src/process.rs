@@ -48,6 +48,28 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
+/// The test ports: 20000–31999, below the kernel's ephemeral range (32768 and up).
+const FIRST_TEST_PORT: u32 = 20_000;
+const TEST_PORT_COUNT: u32 = 12_000;
+
+/// The next unused offset in the test port range: each test process walks the range from its
+/// own starting point and never hands out a port twice.
+fn next_port_offsets(count: u32) -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7_919)) % TEST_PORT_COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    NEXT.fetch_add(count, Ordering::SeqCst)
+}
+
+fn is_free(port: u32) -> bool {
+    u16::try_from(port).is_ok_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a child's listen address).
 ///
 /// Ports come from 20000–31999, below the kernel's ephemeral range (32768 and up): a port
@@ -56,23 +78,42 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// Each test process walks the range from its own starting point and never hands out a port
 /// twice.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const COUNT: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id().wrapping_mul(7_919)) % COUNT,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..COUNT {
-        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    for _ in 0..TEST_PORT_COUNT {
+        let port = FIRST_TEST_PORT + next_port_offsets(1) % TEST_PORT_COUNT;
+        if is_free(port) {
+            return port as u16;
         }
     }
-    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
+    panic!(
+        "no free port in {FIRST_TEST_PORT}..{}",
+        FIRST_TEST_PORT + TEST_PORT_COUNT
+    )
+}
+
+/// The first of `len` consecutive TCP ports on 127.0.0.1 that were all free a moment ago, for
+/// a program that numbers its ports from a base (`scripts/up`'s `EDDY_COMPONENT_PORT_BASE`).
+/// From the same range and walk as [`free_port`], so the block stays below the ephemeral range
+/// and no port of it is handed out again by this process.
+pub fn free_port_block(len: u16) -> u16 {
+    let len = u32::from(len.max(1));
+    assert!(
+        len <= TEST_PORT_COUNT / 4,
+        "a block of {len} ports is too large"
+    );
+    for _ in 0..TEST_PORT_COUNT / len {
+        let offset = next_port_offsets(len) % TEST_PORT_COUNT;
+        if offset + len > TEST_PORT_COUNT {
+            continue; // would run past the range's end; the walk wraps to its start
+        }
+        let first = FIRST_TEST_PORT + offset;
+        if (first..first + len).all(is_free) {
+            return first as u16;
+        }
+    }
+    panic!(
+        "no {len} consecutive free ports in {FIRST_TEST_PORT}..{}",
+        FIRST_TEST_PORT + TEST_PORT_COUNT
+    )
 }
 
 /// Builds the command line of a component process.
@@ -256,5 +297,33 @@ impl Drop for ComponentProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn port_blocks_stay_below_the_ephemeral_range_and_are_not_handed_out_again() {
+        let first = u32::from(free_port_block(200));
+        let block = first..first + 200;
+        assert!(
+            first >= FIRST_TEST_PORT && block.end <= FIRST_TEST_PORT + TEST_PORT_COUNT,
+            "block {block:?} outside the test range"
+        );
+        assert!(
+            block.clone().all(is_free),
+            "every port of {block:?} is free"
+        );
+        for _ in 0..500 {
+            let port = u32::from(free_port());
+            assert!(!block.contains(&port), "{port} was handed out twice");
+        }
+        let second = u32::from(free_port_block(200));
+        assert!(
+            second >= block.end || second + 200 <= first,
+            "blocks overlap: {first} and {second}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eddy_testkit::records::assign_from_beginning;
 use eddy_testkit::stack::repo_dir;
-use eddy_testkit::{ComponentCommand, TestNamespace, free_port, poll_until};
+use eddy_testkit::{ComponentCommand, TestNamespace, free_port, free_port_block, poll_until};
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -44,7 +44,8 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
             .env("EDDY_GATEWAY_PORT", free_port().to_string())
             .env(
                 "EDDY_COMPONENT_PORT_BASE",
-                component_port_base().to_string(),
+                // scripts/up numbers every component's ports from this base, up to base + 190.
+                free_port_block(200).to_string(),
             )
             .env("EDDY_KAFKA_PORT", free_port().to_string())
             .env("EDDY_KAFKA_CONTROLLER_PORT", free_port().to_string())
@@ -146,10 +147,6 @@ async fn up_prints_working_endpoints_and_ctrl_c_leaves_nothing_running() {
 }
 
 /// A range of 200 ports for the components, away from the usual ones.
-fn component_port_base() -> u16 {
-    20_000 + (std::process::id() % 200) as u16 * 200
-}
-
 /// The README's session, through the gateway: a source with an action endpoint, a channel, an
 /// inbound message, the conversation listed, a reply sent and delivered.
 async fn readme_session(api: &str, token: &str, up: &eddy_testkit::ComponentProcess) {
