@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{
-    COUNT_KEY, Conversation, ListingRow, MessageLocation, MetaEntry, Stores,
+    Conversation, Counted, ListingRow, MessageLocation, MetaEntry, Stores,
     conversation_messages_prefix,
 };
 use crate::views;
@@ -164,12 +164,22 @@ struct Filters {
 }
 
 impl Filters {
-    fn is_empty(&self) -> bool {
-        self.channel_id.is_none()
-            && self.source.is_none()
-            && self.state.is_none()
-            && self.tag_id.is_none()
-            && !self.unread_only
+    /// The stored count that is this filter's total: all conversations, or those matching its
+    /// one filter. None for two or more filters (their total is counted by walking the rows).
+    fn stored_count(&self) -> Option<Counted<'_>> {
+        let given = [
+            self.channel_id.as_deref().map(Counted::Channel),
+            self.source.as_deref().map(Counted::Source),
+            self.state.as_deref().map(Counted::State),
+            self.tag_id.as_deref().map(Counted::Tag),
+            self.unread_only.then_some(Counted::Unread),
+        ];
+        let mut given = given.into_iter().flatten();
+        match (given.next(), given.next()) {
+            (None, _) => Some(Counted::All),
+            (Some(only), None) => Some(only),
+            (Some(_), Some(_)) => None,
+        }
     }
 
     fn matches(&self, row: &ListingRow) -> bool {
@@ -640,12 +650,12 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
                 candidates.push((key, api.conversation_view(&conversation)));
             }
         }
-        total += if body.filters.is_empty() {
-            api.queries
-                .get_in_partition(&stores.counts, partition, &COUNT_KEY.to_owned())?
-                .unwrap_or(0)
-        } else {
-            scan(
+        total += match body.filters.stored_count() {
+            Some(counted) => api
+                .queries
+                .get_in_partition(&stores.counts, partition, &counted.key())?
+                .unwrap_or(0),
+            None => scan(
                 &api.queries,
                 &stores.activity,
                 partition,
@@ -657,7 +667,7 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
                 usize::MAX,
                 |_, row| body.filters.matches(row),
             )?
-            .len() as u64
+            .len() as u64,
         };
     }
     Ok(axum::Json(LocalListAnswer { candidates, total }).into_response())
@@ -1240,5 +1250,60 @@ mod tests {
             }
             .matches(&row)
         );
+    }
+
+    #[test]
+    fn a_list_with_at_most_one_filter_takes_its_total_from_a_stored_count() {
+        assert_eq!(Filters::default().stored_count(), Some(Counted::All));
+        let by_channel = Filters {
+            channel_id: Some("ch".to_owned()),
+            ..Filters::default()
+        };
+        assert_eq!(by_channel.stored_count(), Some(Counted::Channel("ch")));
+        let unread = Filters {
+            unread_only: true,
+            ..Filters::default()
+        };
+        assert_eq!(unread.stored_count(), Some(Counted::Unread));
+        let two = Filters {
+            state: Some("OPEN".to_owned()),
+            tag_id: Some("t1".to_owned()),
+            ..Filters::default()
+        };
+        assert_eq!(two.stored_count(), None);
+        // Every single filter a row matches is one of the counts the row is part of.
+        let row = ListingRow {
+            channel_id: "ch".to_owned(),
+            source: "sms".to_owned(),
+            state: Some("OPEN".to_owned()),
+            tag_ids: vec!["t1".to_owned(), "t2".to_owned()],
+            unread_count: 3,
+        };
+        let counted = row.counted();
+        for filters in [
+            Filters::default(),
+            by_channel,
+            unread,
+            Filters {
+                source: Some("sms".to_owned()),
+                ..Filters::default()
+            },
+            Filters {
+                state: Some("OPEN".to_owned()),
+                ..Filters::default()
+            },
+            Filters {
+                tag_id: Some("t2".to_owned()),
+                ..Filters::default()
+            },
+        ] {
+            assert!(filters.matches(&row));
+            let stored = filters.stored_count().expect("one filter at most");
+            assert!(counted.contains(&stored), "{stored:?} not in {counted:?}");
+        }
+        assert_eq!(counted.len(), 7, "{counted:?}");
+        let distinct: std::collections::BTreeSet<String> =
+            counted.iter().map(Counted::key).collect();
+        assert_eq!(distinct.len(), counted.len(), "keys collide: {distinct:?}");
     }
 }

@@ -26,8 +26,8 @@ pub const COMPONENT: ComponentInfo =
     ComponentInfo::new("eddy-communication", env!("CARGO_PKG_VERSION"));
 
 /// The version of the state layout; a new one reprocesses beside the old (its own group,
-/// stores and changelogs).
-const APPLICATION: &str = "communication-v1";
+/// stores and changelogs). v2: the `counts` store counts per list filter value too.
+const APPLICATION: &str = "communication-v2";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,7 +48,7 @@ pub struct Config {
     #[command(flatten)]
     pub streams: StreamsArgs,
     /// Application id (consumer group, internal-topic prefix); default
-    /// `[<topic namespace>.]communication-v1`.
+    /// `[<topic namespace>.]communication-v2`.
     #[arg(long, env = "EDDY_APPLICATION_ID")]
     pub application_id: Option<String>,
 }

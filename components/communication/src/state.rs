@@ -9,7 +9,7 @@
 //! | `message-metadata` | `<message id>/<key>` | [`MetaEntry`] |
 //! | `metadata-index` | metadata record id | [`MetadataKey`] (to apply tombstones) |
 //! | `activity` | `<inverted last activity, hex>/<conversation id>` | [`ListingRow`]: newest activity first |
-//! | `counts` | `conversations` | listed conversations in the partition |
+//! | `counts` | [`Counted::key`] | listed conversations in the partition, all and per list filter value |
 
 use std::collections::BTreeMap;
 
@@ -108,7 +108,52 @@ pub struct MetadataKey {
     pub key: String,
 }
 
-pub const COUNT_KEY: &str = "conversations";
+/// What the `counts` store counts, per partition: listed conversations, all of them or those
+/// matching one list filter, so that a list with at most one filter has its `total` without
+/// walking the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Counted<'a> {
+    All,
+    Channel(&'a str),
+    Source(&'a str),
+    State(&'a str),
+    Tag(&'a str),
+    Unread,
+}
+
+impl Counted<'_> {
+    /// The `counts` key: `conversations` for all (the only key of the first state layout),
+    /// `conversations/<filter>=<value>` for the others.
+    pub fn key(&self) -> String {
+        match self {
+            Counted::All => "conversations".to_owned(),
+            Counted::Channel(id) => format!("conversations/channel_id={id}"),
+            Counted::Source(source) => format!("conversations/source={source}"),
+            Counted::State(state) => format!("conversations/state={state}"),
+            Counted::Tag(id) => format!("conversations/tag_id={id}"),
+            Counted::Unread => "conversations/unread_only".to_owned(),
+        }
+    }
+}
+
+impl ListingRow {
+    /// Every count a listed conversation with this row is part of.
+    pub fn counted(&self) -> Vec<Counted<'_>> {
+        let mut counted = vec![
+            Counted::All,
+            Counted::Channel(&self.channel_id),
+            Counted::Source(&self.source),
+        ];
+        counted.extend(self.state.as_deref().map(Counted::State));
+        counted.extend(self.tag_ids.iter().map(|id| Counted::Tag(id)));
+        if self.unread_count > 0 {
+            counted.push(Counted::Unread);
+        }
+        counted.sort_unstable();
+        counted.dedup();
+        counted
+    }
+}
 
 /// Keys sort ascending, so newer times get smaller keys: `u64::MAX - time` in fixed-width hex.
 pub fn inverted_time(millis: i64) -> String {
@@ -371,7 +416,7 @@ impl ConversationBuilder {
         Ok(())
     }
 
-    /// Stores the conversation and keeps its activity row and the listed count in step.
+    /// Stores the conversation and keeps its activity row and the counts in step.
     fn save_conversation(
         &self,
         context: &mut ProcessorContext<'_>,
@@ -383,37 +428,70 @@ impl ConversationBuilder {
             return Ok(());
         }
         context.put(&stores.conversations, &after.id, after)?;
-        let was_listed = before.is_some_and(Conversation::is_listed);
-        let old_row_key = before
-            .filter(|before| before.is_listed())
-            .map(|before| activity_key(before.last_activity_at, &before.id));
-        let new_row_key = after
-            .is_listed()
-            .then(|| activity_key(after.last_activity_at, &after.id));
-        if let Some(old) = &old_row_key
-            && Some(old) != new_row_key.as_ref()
+        // A conversation is in the listing (activity row, counts) once it has a message.
+        let old_listing = before.filter(|before| before.is_listed()).map(|before| {
+            (
+                activity_key(before.last_activity_at, &before.id),
+                before.listing_row(),
+            )
+        });
+        let new_listing = after.is_listed().then(|| {
+            (
+                activity_key(after.last_activity_at, &after.id),
+                after.listing_row(),
+            )
+        });
+        if let Some((old_key, _)) = &old_listing
+            && new_listing
+                .as_ref()
+                .is_none_or(|(new_key, _)| new_key != old_key)
         {
-            context.delete(&stores.activity, old)?;
+            context.delete(&stores.activity, old_key)?;
         }
-        if let Some(new) = &new_row_key {
-            let row = after.listing_row();
-            let unchanged = old_row_key.as_ref() == Some(new)
-                && before.map(Conversation::listing_row).as_ref() == Some(&row);
-            if !unchanged {
-                context.put(&stores.activity, new, &row)?;
-            }
+        if let Some(listing) = &new_listing
+            && old_listing.as_ref() != Some(listing)
+        {
+            context.put(&stores.activity, &listing.0, &listing.1)?;
         }
-        if was_listed != after.is_listed() {
-            let key = COUNT_KEY.to_owned();
-            let count = context.get(&stores.counts, &key)?.unwrap_or(0);
-            let count = if after.is_listed() {
-                count + 1
-            } else {
-                count.saturating_sub(1)
-            };
-            context.put(&stores.counts, &key, &count)?;
+        let old_counted = old_listing
+            .as_ref()
+            .map(|(_, row)| row.counted())
+            .unwrap_or_default();
+        let new_counted = new_listing
+            .as_ref()
+            .map(|(_, row)| row.counted())
+            .unwrap_or_default();
+        for left in old_counted
+            .iter()
+            .filter(|counted| !new_counted.contains(counted))
+        {
+            self.add_to_count(context, left, -1)?;
+        }
+        for joined in new_counted
+            .iter()
+            .filter(|counted| !old_counted.contains(counted))
+        {
+            self.add_to_count(context, joined, 1)?;
         }
         Ok(())
+    }
+
+    /// Moves one count by `change`; a count that reaches 0 is deleted (filter values come and
+    /// go: states, tags, channels).
+    fn add_to_count(
+        &self,
+        context: &mut ProcessorContext<'_>,
+        counted: &Counted<'_>,
+        change: i64,
+    ) -> Result<(), ProcessorError> {
+        let key = counted.key();
+        let count = context.get(&self.stores.counts, &key)?.unwrap_or(0);
+        let count = count.saturating_add_signed(change);
+        if count == 0 {
+            context.delete(&self.stores.counts, &key)
+        } else {
+            context.put(&self.stores.counts, &key, &count)
+        }
     }
 }
 

@@ -191,6 +191,9 @@ async fn messages_flow_in_and_replies_flow_out() {
         (json!({"channel_id": channel_id}), 1),
         (json!({"source": "sms-gateway"}), 1),
         (json!({"unread_only": true}), 0),
+        // Two filters: the total is counted from the rows, not a stored count.
+        (json!({"tag_id": "tag-vip", "state": "CLOSED"}), 1),
+        (json!({"tag_id": "tag-vip", "state": "OPEN"}), 0),
     ] {
         let list = api
             .call("/conversations.list", json!({"filters": filters}))
@@ -206,6 +209,30 @@ async fn messages_flow_in_and_replies_flow_out() {
             "filters {filters}: {list}"
         );
     }
+
+    // Untagged: the tag's stored count goes back to 0 (and its key away), the others stay.
+    api.call(
+        "/conversations.untag",
+        json!({"conversation_id": conversation_id, "tag_id": "tag-vip"}),
+    )
+    .await
+    .expect(204);
+    poll_answer(
+        &api,
+        "the tag's total back to 0",
+        "/conversations.list",
+        json!({"filters": {"tag_id": "tag-vip"}}),
+        |list| (list["pagination_data"]["total"] == 0).then_some(()),
+    )
+    .await;
+    let closed = api
+        .call(
+            "/conversations.list",
+            json!({"filters": {"state": "CLOSED"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(closed["pagination_data"]["total"], 1, "{closed}");
 
     // A reply goes out signed and comes back delivered.
     let sent = api
