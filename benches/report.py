@@ -106,6 +106,7 @@ def render(streams, webhooks, platform, args, generated):
     restore = platform["restore"]
     side = platform["side_by_side"]
     eddy, reference = side["eddy"], side["kafka_streams"]
+    service = side.get("eddy_service")
 
     add("## Summary\n")
     rows = [
@@ -131,9 +132,12 @@ def render(streams, webhooks, platform, args, generated):
         ))
     rows.append(("communication restart: kept state dir / empty state dir",
                  f"{seconds_from_ms(restore['warm_ms'])} / {seconds_from_ms(restore['cold_ms'])}"))
-    rows.append(("reprocessing the messages topic: Eddy / Kafka Streams reference",
+    rows.append(("the core topology reprocessing the messages topic: Eddy / Kafka Streams",
                  f"{number(eddy['records_per_second'])} / "
                  f"{number(reference['records_per_second'])} records/s"))
+    rows.append(("the core topology, cold restore: Eddy / Kafka Streams",
+                 f"{seconds_from_ms(eddy['cold_restore_ms'])} / "
+                 f"{seconds_from_ms(reference['cold_restore_ms'])}"))
     add(table(("measure", "result"), rows) + "\n")
 
     # --- ingest ------------------------------------------------------------------------------
@@ -163,14 +167,16 @@ def render(streams, webhooks, platform, args, generated):
         "the probe channel) showing the conversation with that message as its last. The highest "
         "sustainable rate is the first of 90%, 70%, 50%, 35%, 25%, 15% and 10% of a ceiling "
         "that the generator reached (≥ 95%) with a `/messages.list` p99 under 1 s. The ceiling "
-        "is the lower of the 1-per-request ingest rate and the rate at which the service worked "
+        "is the lower of the 1-per-request ingest rate and the rate at which the core worked "
         "off the backlog the ingest phase left"
         + (f" ({number(platform['ingest_backlog']['records'])} messages in "
            f"{platform['ingest_backlog']['seconds']:.1f} s: "
-           f"{number(platform['ingest_backlog']['records_per_second'])} messages/s; the service "
-           "also works through about one unread-counter metadata record per message)"
+           f"{number(platform['ingest_backlog']['records_per_second'])} messages/s, until the "
+           "unread-counter had counted them and the communication service had applied both the "
+           "messages and those counts)"
            if "ingest_backlog" in platform else "")
-        + ".\n"
+        + ". Every run starts once the core is idle again (the same wait), so no run measures "
+        "the backlog of the one before.\n"
     )
     rows = []
     for run in freshness:
@@ -203,7 +209,10 @@ def render(streams, webhooks, platform, args, generated):
         f"them): {number(load_run['written_per_second'])} messages/s. The communication service "
         f"had committed all of them {load_run['committed_by_communication_seconds']:.1f} s after "
         f"the first write (the topic held {number(load_run['topic_records'])} records with the "
-        "earlier phases' messages). Then each endpoint got a closed loop of "
+        "earlier phases' messages)"
+        + (f", and applied their unread counts {load_run['core_idle_seconds']:.1f} s after it"
+           if "core_idle_seconds" in load_run else "")
+        + ". Then, on the idle service, each endpoint got a closed loop of "
         f"{settings['query_concurrency']} connections for {settings['query_seconds']} s, "
         "`/conversations.info` and `/messages.list` for random loaded conversations, "
         "`/conversations.list` for the first page (20 conversations, newest activity first, "
@@ -256,47 +265,65 @@ def render(streams, webhooks, platform, args, generated):
         "The reference ([benches/kafka-streams](../benches/kafka-streams/README.md)) is the "
         "communication service's core topology in Java with Kafka Streams: the messages "
         "topic → one changelogged RocksDB store of per-conversation aggregates (last message, "
-        "count), queried by key over HTTP. It reads the same topic on the same broker with the "
-        "same processing guarantee (exactly-once v2) and commit interval (100 ms). Eddy's side "
-        "is the real communication service, started under a new application id beside the "
-        "running one (how a new version reprocesses): it keeps **7 stores** (the aggregate, "
-        "messages, three indexes, activity order, counts) where the reference keeps one, so "
-        "it writes about seven times as many changelog records.\n"
+        "count), queried by key over HTTP (`GET /conversations/<id>`). Eddy's side is the same "
+        "topology on eddy-streams ([communication_core.rs]"
+        "(../tests/e2e/src/bin/communication_core.rs): the same aggregate, the same JSON, the "
+        "same query). Both read the same topic on the same broker with the same processing "
+        "guarantee (exactly-once) and commit interval (100 ms), each under a new application "
+        "id from the topic's start.\n"
     )
+    if service:
+        add(
+            "The last column is the real communication service reprocessing the same topic "
+            "beside the running one (how a new version of it rebuilds its state): it keeps "
+            "**7 stores** (the aggregate, messages, three indexes, activity order, counts) and "
+            "also reads the metadata topic (an unread count per contact message), so it does "
+            "several times the work of the core topology; its lookups are `POST "
+            "/conversations.info` (authenticated, routed, Eddy's JSON view).\n"
+        )
     add(
         "Processing: records of the whole messages topic divided by the time from spawning "
-        "the process to its consumer group having committed the topic's end. Lookups: a closed "
+        "the process to its consumer group having committed the topic's end (for the "
+        "communication service: and the metadata topic's). Changelog "
+        "records: what the stores wrote to their changelog topics (a cold restore reads them "
+        "back). Lookups: a closed "
         f"loop of {settings['query_concurrency']} connections for {settings['query_seconds']} s "
-        "on random loaded conversations (Eddy: `POST /conversations.info`; reference: "
-        "`GET /conversations/<id>`). Cold restore: stopped, state dir emptied, started: spawn "
-        "to ready. JVM: `-Xms256m -Xmx256m` (its live heap is small; RocksDB memory is off-heap).\n"
+        "on random loaded conversations. Cold restore: stopped, state dir emptied, started: "
+        "spawn to ready. JVM: `-Xms256m -Xmx256m` (its live heap is small; RocksDB memory is "
+        "off-heap).\n"
     )
-    rows = [
-        ("records processed", number(eddy["records"]), number(reference["records"]), ""),
-        ("processing, records/s", number(eddy["records_per_second"]),
-         number(reference["records_per_second"]),
-         ratio(eddy["records_per_second"], reference["records_per_second"], True)),
-        ("start to ready (empty state)", f"{eddy['start_to_ready_ms']} ms",
-         f"{reference['start_to_ready_ms']} ms",
-         ratio(eddy["start_to_ready_ms"], reference["start_to_ready_ms"], False)),
-        ("cold restore to ready", seconds_from_ms(eddy["cold_restore_ms"]),
-         seconds_from_ms(reference["cold_restore_ms"]),
-         ratio(eddy["cold_restore_ms"], reference["cold_restore_ms"], False)),
-        ("key lookups/s", number(eddy["lookup"]["per_second"]),
-         number(reference["lookup"]["per_second"]),
-         ratio(eddy["lookup"]["per_second"], reference["lookup"]["per_second"], True)),
-        ("key lookup p99", ms(eddy["lookup"]["latency"]["p99_ms"]),
-         ms(reference["lookup"]["latency"]["p99_ms"]),
-         ratio(eddy["lookup"]["latency"]["p99_ms"], reference["lookup"]["latency"]["p99_ms"],
-               False)),
-        ("RSS, peak while processing", mib(eddy["rss_processing_peak_mib"]),
-         mib(reference["rss_processing_peak_mib"]),
-         ratio(eddy["rss_processing_peak_mib"], reference["rss_processing_peak_mib"], False)),
-        ("RSS after processing and lookups", mib(eddy["rss_after_mib"]),
-         mib(reference["rss_after_mib"]),
-         ratio(eddy["rss_after_mib"], reference["rss_after_mib"], False)),
+
+    def lookup_cell(side, key):
+        return side["lookup"]["per_second"] if key == "per_second" \
+            else side["lookup"]["latency"]["p99_ms"]
+
+    measures = [
+        ("records processed", lambda side: side["records"], number, None),
+        ("processing, records/s", lambda side: side["records_per_second"], number, True),
+        ("changelog records written", lambda side: side.get("changelog_records"), number,
+         False),
+        ("start to ready (empty state)", lambda side: side["start_to_ready_ms"],
+         lambda value: f"{value} ms", False),
+        ("cold restore to ready", lambda side: side["cold_restore_ms"], seconds_from_ms, False),
+        ("key lookups/s", lambda side: lookup_cell(side, "per_second"), number, True),
+        ("key lookup p99", lambda side: lookup_cell(side, "p99"), ms, False),
+        ("RSS, peak while processing", lambda side: side["rss_processing_peak_mib"], mib,
+         False),
+        ("RSS after processing and lookups", lambda side: side["rss_after_mib"], mib, False),
     ]
-    add(table(("measure", "Eddy", "Kafka Streams", "Eddy / Kafka Streams"), rows) + "\n")
+    rows = []
+    for label, pick, render, higher_is_better in measures:
+        figures = [pick(side) if side else None for side in (eddy, reference, service)]
+        row = [label] + ["n/a" if figure is None else render(figure) for figure in figures[:2]]
+        row.append("" if higher_is_better is None
+                   else ratio(figures[0], figures[1], higher_is_better))
+        if service:
+            row.append("n/a" if figures[2] is None else render(figures[2]))
+        rows.append(tuple(row))
+    header = ["measure", "Eddy (same topology)", "Kafka Streams", "Eddy / Kafka Streams"]
+    if service:
+        header.append("Eddy's communication service (7 stores)")
+    add(table(tuple(header), rows) + "\n")
 
     # --- the runtime and webhooks ------------------------------------------------------------
     add("## The eddy-streams runtime alone\n")

@@ -29,11 +29,13 @@
 //!    and `/conversations.list` (first page) on that data: requests/s, p50/p99.
 //! 6. **restore**: the communication service stopped and started on its kept state dir
 //!    (warm) and on an empty one (cold): time from spawn to `/ready`.
-//! 7. **side by side**: a second communication instance under a new application id processes
-//!    the whole messages topic from the start (reprocessing beside the running version), then
-//!    the Kafka Streams reference does the same; for each: start to ready, records/s until its
-//!    consumer group has committed the end of the topic, key lookups/s and p99, RSS, and the
-//!    cold restore of that state.
+//! 7. **side by side**: the same topology on both engines: `communication-core` (the
+//!    reference's topology on eddy-streams, `src/bin/communication_core.rs`) and the Kafka
+//!    Streams reference each process the whole messages topic from the start under a new
+//!    application id; then the real communication service does the same (reprocessing beside
+//!    the running version, all seven stores). For each: start to ready, records/s until its
+//!    consumer group has committed the end of the topic, changelog records written, key
+//!    lookups/s and p99, RSS, and the cold restore of that state.
 //!
 //! Settings (environment): `EDDY_BENCH_OUTPUT` (the JSON's path, required),
 //! `EDDY_BENCH_KAFKA_STREAMS_JAR` (required), `EDDY_BENCH_JAVA` (java),
@@ -49,7 +51,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use eddy_e2e_tests::{Component, Core, Platform, SYSTEM_TOKEN, contact_message};
-use eddy_schemas::catalog::MESSAGES;
+use eddy_schemas::catalog::{MESSAGES, METADATA};
 use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
 use eddy_schemas::{AvroSerde, DeliveryState, Message, RegistryArgs, SchemaRegistry, ids};
 use eddy_service::envelope::Envelope;
@@ -299,48 +301,83 @@ fn group_consumer(platform: &Platform, group: &str) -> BaseConsumer {
 
 /// The committed offsets of `consumer`'s group on `topic`, and the topic's end offsets, summed.
 fn group_position(consumer: &BaseConsumer, topic: &str) -> (i64, i64) {
+    group_partitions(consumer, topic)
+        .into_iter()
+        .fold((0, 0), |(position, end), (committed, high)| {
+            (position + committed, end + high)
+        })
+}
+
+/// Per partition of `topic`: the committed offset of `consumer`'s group (0 if none) and the
+/// end offset.
+fn group_partitions(consumer: &BaseConsumer, topic: &str) -> Vec<(i64, i64)> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
     let mut list = rdkafka::TopicPartitionList::new();
-    let mut end = 0;
+    let mut ends = Vec::new();
     for partition in metadata.topics()[0].partitions() {
         list.add_partition(topic, partition.id());
         let (_, high) = consumer
             .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
             .expect("watermarks");
-        end += high;
+        ends.push((partition.id(), high));
     }
     let committed = consumer
         .committed_offsets(list, Duration::from_secs(10))
         .expect("committed offsets");
-    let position = committed
-        .elements()
-        .iter()
-        .map(|element| element.offset().to_raw().unwrap_or(0).max(0))
-        .sum();
-    (position, end)
+    ends.into_iter()
+        .map(|(partition, high)| {
+            let position = committed
+                .find_partition(topic, partition)
+                .and_then(|element| element.offset().to_raw())
+                .unwrap_or(0)
+                .max(0);
+            (position, high)
+        })
+        .collect()
 }
 
 /// Waits until consumer group `group` has committed the end of `topic` (as it is when called);
-/// returns the end offset total and when the group got there.
-async fn wait_caught_up(platform: &Platform, group: &str, topic: &str) -> (i64, Instant) {
+/// returns the end offset total and when the group got there. `slack` is how far short of
+/// each partition's end still counts as the end: 1 for a topic written in transactions, whose
+/// partitions may end with a commit marker (a control record consumers skip, so no committed
+/// offset points past it).
+async fn wait_caught_up_within(
+    platform: &Platform,
+    group: &str,
+    topic: &str,
+    slack: i64,
+) -> (i64, Instant) {
     // One consumer for the whole wait: a new client per poll would compete with what is
     // measured.
     let consumer = group_consumer(platform, group);
-    let (_, end) = tokio::task::block_in_place(|| group_position(&consumer, topic));
+    let ends: Vec<i64> = tokio::task::block_in_place(|| group_partitions(&consumer, topic))
+        .into_iter()
+        .map(|(_, end)| end)
+        .collect();
     let started = Instant::now();
     loop {
-        let (position, _) = tokio::task::block_in_place(|| group_position(&consumer, topic));
-        if position >= end {
-            return (end, Instant::now());
+        let partitions = tokio::task::block_in_place(|| group_partitions(&consumer, topic));
+        let behind: i64 = partitions
+            .iter()
+            .zip(&ends)
+            .map(|((committed, _), end)| (end - slack - committed).max(0))
+            .sum();
+        if behind == 0 {
+            return (ends.iter().sum(), Instant::now());
         }
         assert!(
             started.elapsed() < PATIENCE,
-            "group {group} at {position} of {end} on {topic} after {PATIENCE:?}"
+            "group {group} {behind} records short of the end of {topic} after {PATIENCE:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// [`wait_caught_up_within`] for a topic written without transactions.
+async fn wait_caught_up(platform: &Platform, group: &str, topic: &str) -> (i64, Instant) {
+    wait_caught_up_within(platform, group, topic, 0).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,29 +590,50 @@ impl Bench {
     }
 
     /// The live communication service's application id (its consumer group): its default,
-    /// `communication-v1` in the namespace.
+    /// `communication-v2` in the namespace.
     fn communication_group(&self) -> String {
+        self.application_id("communication-v2")
+    }
+
+    /// A component's default application id (its consumer group) in the bench's namespace.
+    fn application_id(&self, application: &str) -> String {
         eddy_schemas::CatalogArgs {
             namespace: self.platform.namespace.prefix().to_owned(),
             ..eddy_schemas::CatalogArgs::default()
         }
-        .application_id("communication-v1")
+        .application_id(application)
+    }
+
+    /// Waits until the core has worked off everything ingested so far: the unread-counter has
+    /// read the messages topic to its end (its counts are committed with its offsets), then
+    /// the communication service both the messages topic and the metadata topic where those
+    /// counts land. Returns when it got there.
+    async fn wait_core_idle(&self) -> Instant {
+        let messages = self.platform.topic(MESSAGES);
+        let metadata = self.platform.topic(METADATA);
+        let unread_counter = self.application_id("unread-counter-v1");
+        let communication = self.communication_group();
+        wait_caught_up(&self.platform, &unread_counter, &messages).await;
+        wait_caught_up(&self.platform, &communication, &messages).await;
+        let (_, idle) = wait_caught_up_within(&self.platform, &communication, &metadata, 1).await;
+        idle
     }
 
     /// Phase 3: freshness at fixed rates while probes measure ingest → visible.
     async fn freshness(&mut self, running: &Running, single_rate: f64) {
         let messages_topic = self.platform.topic(MESSAGES);
         let group = self.communication_group();
-        // The ingest phase left a backlog: how fast the service works it off is its processing
-        // rate under this machine's load, and caps the rate it can sustain.
-        let (backlog_start, _) = tokio::task::block_in_place(|| {
+        // The ingest phase left a backlog: how fast the core works it off (the messages, and
+        // the unread counts the unread-counter derives from them) is its processing rate under
+        // this machine's load, and caps the rate it can sustain.
+        let (backlog_start, end) = tokio::task::block_in_place(|| {
             group_position(&group_consumer(&self.platform, &group), &messages_topic)
         });
         let catch_up_started = Instant::now();
-        let (end, caught_up) = wait_caught_up(&self.platform, &group, &messages_topic).await;
+        let caught_up = self.wait_core_idle().await;
         let catch_up = caught_up - catch_up_started;
         let catch_up_rate = (end - backlog_start) as f64 / catch_up.as_secs_f64().max(0.001);
-        println!("communication worked off the ingest backlog at {catch_up_rate:.0} records/s");
+        println!("the core worked off the ingest backlog at {catch_up_rate:.0} messages/s");
         self.report.insert(
             "ingest_backlog".to_owned(),
             json!({
@@ -584,10 +642,12 @@ impl Bench {
                 "records_per_second": round2(catch_up_rate),
             }),
         );
+        // Each run starts on an idle core: a backlog left by the one before would be measured
+        // as this one's latency.
         let mut runs = Vec::new();
         for rate in [100.0, 1000.0] {
             runs.push(self.freshness_run(running, rate, "fixed").await);
-            wait_caught_up(&self.platform, &group, &messages_topic).await;
+            self.wait_core_idle().await;
         }
         // Candidates below both the ingest rate and the backlog rate (messages topic records;
         // the service also works through about one unread-counter metadata record per message).
@@ -598,7 +658,7 @@ impl Bench {
             let run = self
                 .freshness_run(running, rate, "highest sustainable")
                 .await;
-            wait_caught_up(&self.platform, &group, &messages_topic).await;
+            self.wait_core_idle().await;
             let achieved = run["achieved_per_second"].as_f64().unwrap_or(0.0);
             let p99 = run["messages_list"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
             let kept_up = achieved >= rate * 0.95 && p99 < 1000.0;
@@ -763,6 +823,9 @@ impl Bench {
         println!("loaded {total} messages in {written:?}");
         let group = self.communication_group();
         let (end, caught_up) = wait_caught_up(&self.platform, &group, &topic).await;
+        // The queries run on an idle core: the unread counts of the loaded (contact) messages
+        // applied too.
+        let idle = self.wait_core_idle().await;
         self.report.insert(
             "load".to_owned(),
             json!({
@@ -772,6 +835,7 @@ impl Bench {
                 "write_seconds": round2(written.as_secs_f64()),
                 "written_per_second": round2(total as f64 / written.as_secs_f64()),
                 "committed_by_communication_seconds": round2((caught_up - started).as_secs_f64()),
+                "core_idle_seconds": round2((idle - started).as_secs_f64()),
             }),
         );
     }
@@ -868,47 +932,83 @@ impl Bench {
         );
     }
 
-    /// Phase 7, Eddy's side: a second communication instance reprocessing the topic.
-    async fn eddy_side(&mut self, running: &Running) -> Value {
+    /// Phase 7, Eddy's side: a new application (its own group and changelogs) of `binary`
+    /// processing the whole messages topic from the start, beside the running service; then
+    /// its lookups and its cold restore. `lookup` makes the lookup request for a conversation;
+    /// with `reads_metadata` processing ends when the metadata topic is done too.
+    async fn eddy_side(
+        &mut self,
+        running: &Running,
+        binary: &str,
+        what: &str,
+        env: &[(&str, &str)],
+        lookup: LookupRequest,
+        reads_metadata: bool,
+    ) -> Value {
         let topic = self.platform.topic(MESSAGES);
-        let application_id = format!("{}-reprocess", self.communication_group());
+        let application_id = format!("{}-{binary}-reprocess", self.communication_group());
+        let mut env = env.to_vec();
+        env.push(("EDDY_APPLICATION_ID", application_id.as_str()));
         let spawned = Instant::now();
-        let mut reprocess = self.platform.start(
-            "eddy-communication",
-            "communication-reprocess",
-            &[("EDDY_APPLICATION_ID", application_id.as_str())],
-        );
+        let mut reprocess = self
+            .platform
+            .start(binary, &format!("{binary}-reprocess"), &env);
         let ready = reprocess.wait_ready(PATIENCE).await;
         let sampler = RssSampler::start(vec![("reprocess".to_owned(), reprocess.process.pid())]);
-        let (records, caught_up) = wait_caught_up(&self.platform, &application_id, &topic).await;
+        let (records, mut caught_up) =
+            wait_caught_up(&self.platform, &application_id, &topic).await;
+        if reads_metadata {
+            let metadata = self.platform.topic(METADATA);
+            (_, caught_up) =
+                wait_caught_up_within(&self.platform, &application_id, &metadata, 1).await;
+        }
         let rss_processing = sampler.finish().await.get("reprocess").copied();
         let processing = caught_up - spawned;
-        let lookups = self
-            .lookups(
-                format!("{}/conversations.info", reprocess.base_url()),
-                true,
-                running,
-            )
-            .await;
+        let lookups = self.lookups(reprocess.base_url(), lookup, running).await;
         let rss = rss_mib(reprocess.process.pid());
         reprocess.process.terminate();
         reprocess.process.wait_for_exit(Duration::from_secs(120));
+        let changelog_records = self.changelog_records(&application_id);
         std::fs::remove_dir_all(&reprocess.settings.state_dir).expect("state dir removed");
         let mut cold = self.platform.restart(&reprocess);
         let cold_ready = cold.wait_ready(PATIENCE).await;
         cold.process.terminate();
         cold.process.wait_for_exit(Duration::from_secs(120));
         json!({
-            "what": "eddy-communication (7 stores, exactly-once, commit interval 100 ms)",
+            "what": what,
             "start_to_ready_ms": ready.as_millis() as u64,
             "records": records,
             "processing_seconds": round2(processing.as_secs_f64()),
             "records_per_second": round2(records as f64 / processing.as_secs_f64()),
+            "changelog_records": changelog_records,
             "lookup": lookups,
             "rss_processing_peak_mib": rss_processing,
             "rss_after_mib": rss,
             "cold_restore_ms": cold_ready.as_millis() as u64,
         })
+    }
+
+    /// Records in the changelog topics of `application_id` (what a cold restore reads, before
+    /// the broker compacts them), summed over its stores and partitions.
+    fn changelog_records(&self, application_id: &str) -> i64 {
+        let consumer = group_consumer(&self.platform, "bench-changelogs");
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        let prefix = format!("{application_id}-");
+        let mut total = 0;
+        for topic in metadata.topics() {
+            if !(topic.name().starts_with(&prefix) && topic.name().ends_with("-changelog")) {
+                continue;
+            }
+            for partition in topic.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
+                    .expect("watermarks");
+                total += high - low;
+            }
+        }
+        total
     }
 
     /// Phase 7, the reference: the Kafka Streams application on the same topic.
@@ -951,14 +1051,15 @@ impl Bench {
         let processing = caught_up - spawned;
         let lookups = self
             .lookups(
-                format!("http://127.0.0.1:{port}/conversations/"),
-                false,
+                format!("http://127.0.0.1:{port}"),
+                LookupRequest::GetByKey,
                 running,
             )
             .await;
         let rss = rss_mib(process.pid());
         process.terminate();
         process.wait_for_exit(Duration::from_secs(120));
+        let changelog_records = self.changelog_records(&application_id);
         std::fs::remove_dir_all(&state_dir).expect("state dir removed");
         let mut cold = start(self);
         let cold_ready = wait_http_ok(&self.http, &ready_url, &mut cold).await;
@@ -970,6 +1071,7 @@ impl Bench {
             "records": records,
             "processing_seconds": round2(processing.as_secs_f64()),
             "records_per_second": round2(records as f64 / processing.as_secs_f64()),
+            "changelog_records": changelog_records,
             "lookup": lookups,
             "rss_processing_peak_mib": rss_processing,
             "rss_after_mib": rss,
@@ -977,37 +1079,46 @@ impl Bench {
         })
     }
 
-    /// Key lookups of random loaded conversations: Eddy's POST /conversations.info or the
-    /// reference's GET /conversations/<id>.
-    async fn lookups(&self, url: String, eddy: bool, running: &Running) -> Value {
+    /// Key lookups of random loaded conversations on the service at `base`, for 10 s from 16
+    /// connections.
+    async fn lookups(&self, base: String, lookup: LookupRequest, running: &Running) -> Value {
         let http = self.http.clone();
         let channel_id = running.source.channel_id.clone();
         let conversations = self.settings.conversations;
-        let target = url.clone();
         let result = closed_loop(
             self.settings.query_concurrency,
             self.settings.query_phase,
             move |worker, n| {
-                let url = &target;
                 let pick = (worker as u64 * 7_919 + n * 104_729) % conversations;
                 let conversation_id = ids::conversation_id(&channel_id, &format!("load-{pick}"));
-                if eddy {
-                    http.post(url.as_str())
+                match lookup {
+                    LookupRequest::ConversationsInfo => http
+                        .post(format!("{base}/conversations.info"))
                         .header("authorization", bearer(SYSTEM_TOKEN))
-                        .json(&json!({ "conversation_id": conversation_id }))
-                } else {
-                    http.get(format!("{url}{conversation_id}"))
+                        .json(&json!({ "conversation_id": conversation_id })),
+                    LookupRequest::GetByKey => {
+                        http.get(format!("{base}/conversations/{conversation_id}"))
+                    }
                 }
             },
         )
         .await;
         assert_eq!(
             result.errors, 0,
-            "lookups on {url}: {:?}",
+            "lookups ({lookup:?}): {:?}",
             result.first_error
         );
         load_summary(&result, 1)
     }
+}
+
+/// How a side of the comparison is asked for one conversation.
+#[derive(Debug, Clone, Copy)]
+enum LookupRequest {
+    /// Eddy's API: `POST /conversations.info` with the system token.
+    ConversationsInfo,
+    /// The core topology's (either engine's): `GET /conversations/{id}`.
+    GetByKey,
 }
 
 /// Polls `url` until it answers 200; the time since `process` was spawned (roughly: since
@@ -1269,11 +1380,31 @@ async fn main() {
     bench.load(&running).await;
     bench.queries(&running).await;
     bench.restore(&mut running).await;
-    let eddy = bench.eddy_side(&running).await;
+    let topic = bench.platform.topic(MESSAGES);
+    let eddy = bench
+        .eddy_side(
+            &running,
+            "communication-core",
+            "the same topology on eddy-streams (1 store, exactly-once, commit interval 100 ms)",
+            &[("EDDY_INPUT_TOPIC", topic.as_str())],
+            LookupRequest::GetByKey,
+            false,
+        )
+        .await;
     let kafka_streams = bench.kafka_streams_side(&running).await;
+    let eddy_service = bench
+        .eddy_side(
+            &running,
+            "eddy-communication",
+            "eddy-communication (7 stores and the metadata topic, exactly-once, commit interval 100 ms)",
+            &[],
+            LookupRequest::ConversationsInfo,
+            true,
+        )
+        .await;
     bench.report.insert(
         "side_by_side".to_owned(),
-        json!({"eddy": eddy, "kafka_streams": kafka_streams}),
+        json!({"eddy": eddy, "kafka_streams": kafka_streams, "eddy_service": eddy_service}),
     );
     bench.report.insert(
         "duration_seconds".to_owned(),
