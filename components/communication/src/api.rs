@@ -25,7 +25,8 @@ use eddy_service::ComponentInfo;
 use eddy_service::config::Secret;
 use eddy_service::envelope::{Envelope, now_millis};
 use eddy_streams::query::{
-    FORWARDED_HEADER, KeyWalk, fan_out_post, forward_bytes, just_after, prefix_end, scan,
+    FORWARDED_HEADER, KeyWalk, fan_out_post, fan_out_post_with_local, forward_bytes, just_after,
+    prefix_end, scan,
 };
 use eddy_streams::{GlobalTable, KeyOwner, KeyRange, Queries, ScanOrder};
 use serde::{Deserialize, Serialize};
@@ -584,12 +585,14 @@ async fn conversations_list(State(api): State<Arc<Api>>, request: Request) -> Ha
     };
     let local_json =
         serde_json::to_value(&local).map_err(|error| ApiError::internal("list request", error))?;
-    let answers = match fan_out_post(
+    // This instance's part is answered in-process, the others' over HTTP.
+    let answers = match fan_out_post_with_local(
         &api.client,
         &api.queries,
         LOCAL_LIST_PATH,
         &local_json,
         &read.parts.headers,
+        || local_list(&api, &local),
     )
     .await
     {
@@ -600,26 +603,37 @@ async fn conversations_list(State(api): State<Arc<Api>>, request: Request) -> Ha
     let mut total = 0;
     let mut candidates = Vec::new();
     for answer in answers {
-        let answer: LocalListAnswer = serde_json::from_value(answer)
-            .map_err(|error| ApiError::internal("merging instance answers", error))?;
         total += answer.total;
         candidates.extend(answer.candidates);
     }
-    match position {
-        Some(Position::Before(_)) => candidates.sort_by(|a, b| b.0.cmp(&a.0)),
-        _ => candidates.sort_by(|a, b| a.0.cmp(&b.0)),
-    }
+    sort_in_walk_order(&mut candidates, position.as_ref());
     candidates.truncate(size + 1);
     Ok(axum::Json(assemble_page(candidates, position.as_ref(), size, total)).into_response())
 }
 
-/// One instance's part of a conversation list: candidates from each partition it owns.
+/// Sorts list candidates by key in the order of the walk `position` asks for (descending for
+/// `Before`).
+fn sort_in_walk_order<T>(candidates: &mut [(String, T)], position: Option<&Position>) {
+    match position {
+        Some(Position::Before(_)) => candidates.sort_by(|a, b| b.0.cmp(&a.0)),
+        _ => candidates.sort_by(|a, b| a.0.cmp(&b.0)),
+    }
+}
+
+/// One instance's part of a conversation list, for the instance that merges (over HTTP).
 async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request) -> Handled {
     let read = api.read(request).await?;
     let body: LocalListRequest = parse_json(&read.body)?;
+    Ok(axum::Json(local_list(&api, &body)?).into_response())
+}
+
+/// One instance's part of a conversation list: the first `limit` listing rows of its
+/// partitions together (each partition walked from the position, filtered, the walks merged),
+/// with their conversations; and the total of its partitions.
+fn local_list(api: &Api, body: &LocalListRequest) -> Result<LocalListAnswer, ApiError> {
     api.queries.ensure_running()?;
     let stores = &api.stores;
-    let mut candidates = Vec::new();
+    let mut rows = Vec::new();
     let mut total = 0;
     for partition in api.queries.local_partition_numbers(&stores.activity) {
         let (from, to, order) = match &body.position {
@@ -631,7 +645,7 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
                 ScanOrder::Descending,
             ),
         };
-        let rows = scan(
+        let walked = scan(
             &api.queries,
             &stores.activity,
             partition,
@@ -639,17 +653,7 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
             body.limit,
             |_, row| body.filters.matches(row),
         )?;
-        for (key, _) in rows {
-            let Some(conversation_id) = key.split_once('/').map(|(_, id)| id.to_owned()) else {
-                continue;
-            };
-            if let Some(conversation) =
-                api.queries
-                    .get_in_partition(&stores.conversations, partition, &conversation_id)?
-            {
-                candidates.push((key, api.conversation_view(&conversation)));
-            }
-        }
+        rows.extend(walked.into_iter().map(|(key, _)| (key, partition)));
         total += match body.filters.stored_count() {
             Some(counted) => api
                 .queries
@@ -670,7 +674,23 @@ async fn conversations_list_local(State(api): State<Arc<Api>>, request: Request)
             .len() as u64,
         };
     }
-    Ok(axum::Json(LocalListAnswer { candidates, total }).into_response())
+    // Only the first `limit` rows of all partitions can be on the page: read and render just
+    // their conversations.
+    sort_in_walk_order(&mut rows, body.position.as_ref());
+    rows.truncate(body.limit);
+    let mut candidates = Vec::with_capacity(rows.len());
+    for (key, partition) in rows {
+        let Some(conversation_id) = key.split_once('/').map(|(_, id)| id.to_owned()) else {
+            continue;
+        };
+        if let Some(conversation) =
+            api.queries
+                .get_in_partition(&stores.conversations, partition, &conversation_id)?
+        {
+            candidates.push((key, api.conversation_view(&conversation)));
+        }
+    }
+    Ok(LocalListAnswer { candidates, total })
 }
 
 /// Checks the conversation exists on its owner, then writes metadata changes there.

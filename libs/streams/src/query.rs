@@ -115,12 +115,14 @@ pub struct KeyWalk {
     pub order: ScanOrder,
 }
 
-/// How many entries [`scan`] reads at a time.
+/// The most entries [`scan`] reads at a time.
 const SCAN_CHUNK: usize = 256;
 
 /// Walks partition `partition` of `store` along `walk`, keeping the entries `keep` accepts,
 /// until `limit` are kept or the range ends. Reads in chunks, so a selective filter does not
-/// load the whole range and a small page does not read more than it needs.
+/// load the whole range and a small page does not read more than it needs: the first chunk
+/// is what the page still needs (plus one, to tell whether the range goes on), each further
+/// one twice the last, up to [`SCAN_CHUNK`].
 pub fn scan<V: 'static>(
     queries: &Queries,
     store: &StoreDefinition<String, V>,
@@ -135,6 +137,7 @@ pub fn scan<V: 'static>(
         order,
     } = walk;
     let mut kept = Vec::new();
+    let mut chunk = limit.saturating_add(1).min(SCAN_CHUNK);
     while kept.len() < limit && to.as_ref().is_none_or(|to| from < *to) {
         let entries = queries.range_in_partition(
             store,
@@ -144,9 +147,10 @@ pub fn scan<V: 'static>(
                 to: to.as_deref(),
                 order,
             },
-            SCAN_CHUNK,
+            chunk,
         )?;
-        let exhausted = entries.len() < SCAN_CHUNK;
+        let exhausted = entries.len() < chunk;
+        chunk = chunk.saturating_mul(2).min(SCAN_CHUNK);
         let Some(last_key) = entries.last().map(|(key, _)| key.clone()) else {
             break;
         };
@@ -217,6 +221,13 @@ impl Queries {
     /// Every instance currently advertised (including this one).
     pub fn instances(&self) -> Vec<InstanceInfo> {
         read(&self.members).values().cloned().collect()
+    }
+
+    /// The query address this instance advertises, once its membership entry is known.
+    pub fn own_address(&self) -> Option<String> {
+        read(&self.members)
+            .get(&self.instance_id)
+            .map(|member| member.address.clone())
     }
 
     /// The partition `key` lives on.
@@ -502,6 +513,53 @@ pub async fn fan_out_post(
     let targets = queries
         .fan_out_targets()
         .map_err(IntoResponse::into_response)?;
+    post_to_each(client, queries, &targets, path, body, pass_on).await
+}
+
+/// [`fan_out_post`] with this instance's part answered in-process by `local` (what its own
+/// endpoint at `path` would answer), so the instance asked does not send the request to
+/// itself over HTTP, and no answer of its own is serialized and parsed again. The other
+/// instances' answers are decoded into `T`.
+pub async fn fan_out_post_with_local<T, E>(
+    client: &reqwest::Client,
+    queries: &Queries,
+    path: &str,
+    body: &serde_json::Value,
+    pass_on: &axum::http::HeaderMap,
+    local: impl FnOnce() -> Result<T, E>,
+) -> Result<Vec<T>, Response>
+where
+    T: serde::de::DeserializeOwned,
+    E: IntoResponse,
+{
+    let targets = queries
+        .fan_out_targets()
+        .map_err(IntoResponse::into_response)?;
+    let own_address = queries.own_address();
+    let (own, others): (Vec<String>, Vec<String>) = targets
+        .into_iter()
+        .partition(|address| Some(address) == own_address.as_ref());
+    let mut answers = Vec::with_capacity(others.len() + 1);
+    if !own.is_empty() {
+        answers.push(local().map_err(IntoResponse::into_response)?);
+    }
+    for (address, answer) in others
+        .iter()
+        .zip(post_to_each(client, queries, &others, path, body, pass_on).await?)
+    {
+        answers.push(serde_json::from_value(answer).map_err(|_| owner_unavailable(address))?);
+    }
+    Ok(answers)
+}
+
+async fn post_to_each(
+    client: &reqwest::Client,
+    queries: &Queries,
+    targets: &[String],
+    path: &str,
+    body: &serde_json::Value,
+    pass_on: &axum::http::HeaderMap,
+) -> Result<Vec<serde_json::Value>, Response> {
     let requests = targets.iter().map(|address| {
         let mut request = client
             .post(format!("http://{address}{path}"))
