@@ -1352,7 +1352,7 @@ async fn main() {
     let platform = Platform::provisioned("bench-platform", settings.partitions).await;
     let mut bench = Bench {
         report: serde_json::Map::new(),
-        http: reqwest::Client::builder()
+        http: eddy_service::http::client_builder()
             .pool_max_idle_per_host(256)
             .timeout(Duration::from_secs(30))
             .build()
