@@ -199,7 +199,7 @@ impl Filters {
                 .tag_id
                 .as_ref()
                 .is_none_or(|tag| row.tag_ids.contains(tag))
-            && (!self.unread_only || row.unread_count > 0)
+            && (!self.unread_only || row.has_unread)
     }
 }
 
@@ -1246,7 +1246,7 @@ mod tests {
             source: "sms".to_owned(),
             state: Some("OPEN".to_owned()),
             tag_ids: vec!["t1".to_owned()],
-            unread_count: 0,
+            has_unread: false,
         };
         assert!(Filters::default().matches(&row));
         assert!(
@@ -1297,7 +1297,7 @@ mod tests {
             source: "sms".to_owned(),
             state: Some("OPEN".to_owned()),
             tag_ids: vec!["t1".to_owned(), "t2".to_owned()],
-            unread_count: 3,
+            has_unread: true,
         };
         let counted = row.counted();
         for filters in [

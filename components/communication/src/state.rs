@@ -71,7 +71,7 @@ impl Conversation {
             source: self.source.clone(),
             state: self.state().map(str::to_owned),
             tag_ids: self.tag_ids(),
-            unread_count: self.unread_count(),
+            has_unread: self.unread_count() > 0,
         }
     }
 }
@@ -91,7 +91,9 @@ pub struct ListingRow {
     pub source: String,
     pub state: Option<String>,
     pub tag_ids: Vec<String>,
-    pub unread_count: u64,
+    /// Whether it has unread messages (the `unread_only` filter). Not the count itself: a
+    /// count going from 3 to 4 leaves the row, and its changelog, alone.
+    pub has_unread: bool,
 }
 
 /// Where a message is stored.
@@ -146,7 +148,7 @@ impl ListingRow {
         ];
         counted.extend(self.state.as_deref().map(Counted::State));
         counted.extend(self.tag_ids.iter().map(|id| Counted::Tag(id)));
-        if self.unread_count > 0 {
+        if self.has_unread {
             counted.push(Counted::Unread);
         }
         counted.sort_unstable();
