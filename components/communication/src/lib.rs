@@ -27,7 +27,7 @@ pub const COMPONENT: ComponentInfo =
 
 /// The version of the state layout; a new one reprocesses beside the old (its own group,
 /// stores and changelogs). v2: the `counts` store counts per list filter value too.
-const APPLICATION: &str = "communication-v2";
+pub const APPLICATION: &str = "communication-v2";
 
 #[derive(Debug, Parser)]
 #[command(

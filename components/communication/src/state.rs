@@ -113,7 +113,7 @@ pub struct MetadataKey {
 /// What the `counts` store counts, per partition: listed conversations, all of them or those
 /// matching one list filter, so that a list with at most one filter has its `total` without
 /// walking the partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted<'a> {
     All,
     Channel(&'a str),
@@ -139,7 +139,8 @@ impl Counted<'_> {
 }
 
 impl ListingRow {
-    /// Every count a listed conversation with this row is part of.
+    /// Every count a listed conversation with this row is part of (each once: tag ids are
+    /// distinct, being metadata keys).
     pub fn counted(&self) -> Vec<Counted<'_>> {
         let mut counted = vec![
             Counted::All,
@@ -151,8 +152,6 @@ impl ListingRow {
         if self.has_unread {
             counted.push(Counted::Unread);
         }
-        counted.sort_unstable();
-        counted.dedup();
         counted
     }
 }

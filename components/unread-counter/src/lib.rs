@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub const COMPONENT: ComponentInfo =
     ComponentInfo::new("eddy-unread-counter", env!("CARGO_PKG_VERSION"));
 
-const APPLICATION: &str = "unread-counter-v1";
+pub const APPLICATION: &str = "unread-counter-v1";
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Counts unread contact messages per conversation")]

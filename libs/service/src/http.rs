@@ -1,8 +1,8 @@
 //! Outbound HTTP clients: every reqwest client of a process starts from [`client_builder`], so
-//! they share one TLS configuration and one idle-connection policy. Building one loads and parses the system's CA bundle
-//! (50–150 ms with OpenSSL 3, more on a busy host), which each client paid on its own before:
-//! a restart that made two of them waited for both before it could ask the schema registry
-//! anything.
+//! they share one TLS configuration and one idle-connection policy. Building a TLS
+//! configuration loads and parses the system's CA bundle (50–150 ms with OpenSSL 3, more on a
+//! busy host), which each client paid on its own before: a restart that made two of them
+//! waited for both before it could ask the schema registry anything.
 
 use std::sync::OnceLock;
 

@@ -518,8 +518,8 @@ pub async fn fan_out_post(
 
 /// [`fan_out_post`] with this instance's part answered in-process by `local` (what its own
 /// endpoint at `path` would answer), so the instance asked does not send the request to
-/// itself over HTTP, and no answer of its own is serialized and parsed again. The other
-/// instances' answers are decoded into `T`.
+/// itself over HTTP, and no answer of its own is serialized and parsed again. `local` runs
+/// while the other instances' requests are under way; their answers are decoded into `T`.
 pub async fn fan_out_post_with_local<T, E>(
     client: &reqwest::Client,
     queries: &Queries,
@@ -536,17 +536,22 @@ where
         .fan_out_targets()
         .map_err(IntoResponse::into_response)?;
     let own_address = queries.own_address();
-    let (own, others): (Vec<String>, Vec<String>) = targets
-        .into_iter()
-        .partition(|address| Some(address) == own_address.as_ref());
-    let mut answers = Vec::with_capacity(others.len() + 1);
-    if !own.is_empty() {
-        answers.push(local().map_err(IntoResponse::into_response)?);
-    }
-    for (address, answer) in others
+    let others: Vec<String> = targets
         .iter()
-        .zip(post_to_each(client, queries, &others, path, body, pass_on).await?)
-    {
+        .filter(|address| Some(*address) != own_address.as_ref())
+        .cloned()
+        .collect();
+    let answers_own_part = others.len() < targets.len();
+    // join! polls the requests first (sending them), then computes the own part meanwhile.
+    let (remote, own) = tokio::join!(
+        post_to_each(client, queries, &others, path, body, pass_on),
+        async { answers_own_part.then(local).transpose() },
+    );
+    let mut answers: Vec<T> = own
+        .map_err(IntoResponse::into_response)?
+        .into_iter()
+        .collect();
+    for (address, answer) in others.iter().zip(remote?) {
         answers.push(serde_json::from_value(answer).map_err(|_| owner_unavailable(address))?);
     }
     Ok(answers)

@@ -50,11 +50,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use eddy_e2e_tests::{Component, Core, Platform, SYSTEM_TOKEN, contact_message};
+use eddy_e2e_tests::{Component, Core, MessageWriter, Platform, SYSTEM_TOKEN, contact_message};
 use eddy_schemas::catalog::{MESSAGES, METADATA};
-use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
-use eddy_schemas::{AvroSerde, DeliveryState, Message, RegistryArgs, SchemaRegistry, ids};
-use eddy_service::envelope::Envelope;
+use eddy_schemas::{DeliveryState, Message, ids};
 use eddy_testkit::process::{ComponentCommand, free_port};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
@@ -589,10 +587,10 @@ impl Bench {
         single_rate
     }
 
-    /// The live communication service's application id (its consumer group): its default,
-    /// `communication-v2` in the namespace.
+    /// The live communication service's application id (its consumer group): its default in
+    /// the namespace.
     fn communication_group(&self) -> String {
-        self.application_id("communication-v2")
+        self.application_id(eddy_communication::APPLICATION)
     }
 
     /// A component's default application id (its consumer group) in the bench's namespace.
@@ -611,7 +609,7 @@ impl Bench {
     async fn wait_core_idle(&self) -> Instant {
         let messages = self.platform.topic(MESSAGES);
         let metadata = self.platform.topic(METADATA);
-        let unread_counter = self.application_id("unread-counter-v1");
+        let unread_counter = self.application_id(eddy_unread_counter::APPLICATION);
         let communication = self.communication_group();
         wait_caught_up(&self.platform, &unread_counter, &messages).await;
         wait_caught_up(&self.platform, &communication, &messages).await;
@@ -763,17 +761,7 @@ impl Bench {
     /// Phase 4: the data set for the queries, written straight to the messages topic.
     async fn load(&mut self, running: &Running) {
         let topic = self.platform.topic(MESSAGES);
-        let registry = SchemaRegistry::new(&RegistryArgs::new(
-            &self.platform.namespace.stack().schema_registry_url,
-        ))
-        .expect("registry client");
-        let serde = AvroSerde::<Message>::for_topic(&registry, &topic)
-            .await
-            .expect("message serde");
-        let writer = RecordWriter::new(&self.platform.namespace.kafka(), "bench-load", &[&topic])
-            .await
-            .expect("writer");
-        let envelope = Envelope::originated("bench/0");
+        let writer = MessageWriter::new(&self.platform, "bench-load").await;
         let channel_id = running.source.channel_id.clone();
         let (conversations, total) = (self.settings.conversations, self.settings.messages);
         let started = Instant::now();
@@ -781,15 +769,14 @@ impl Bench {
         let mut next = 0;
         while next < total {
             let end = (next + chunk).min(total);
-            let messages: Vec<(String, String, Vec<u8>)> = (next..end)
+            let messages: Vec<Message> = (next..end)
                 .map(|n| {
                     let conversation = n % conversations;
                     let source_conversation_id = format!("load-{conversation}");
-                    let conversation_id = ids::conversation_id(&channel_id, &source_conversation_id);
                     let source_message_id = format!("load-m{n}");
-                    let message = Message {
+                    Message {
                         id: ids::message_id(&channel_id, &source_message_id),
-                        conversation_id: conversation_id.clone(),
+                        conversation_id: ids::conversation_id(&channel_id, &source_conversation_id),
                         channel_id: channel_id.clone(),
                         source: "bench".to_owned(),
                         sender_id: source_conversation_id.clone(),
@@ -801,22 +788,10 @@ impl Bench {
                         sent_at: 1_764_000_000_000 + n as i64,
                         updated_at: None,
                         source_conversation_id: Some(source_conversation_id),
-                    };
-                    let value = serde.encode(&message).expect("encode");
-                    (message.id, conversation_id, value)
+                    }
                 })
                 .collect();
-            let records = messages
-                .iter()
-                .map(|(id, conversation_id, value)| OutgoingRecord {
-                    topic: &topic,
-                    key: id,
-                    value: Some(value.clone()),
-                    placement: Placement::By(conversation_id),
-                    envelope: &envelope,
-                })
-                .collect();
-            writer.send_all(records).await.expect("load written");
+            writer.write(&messages).await;
             next = end;
         }
         let written = started.elapsed();
@@ -1079,8 +1054,8 @@ impl Bench {
         })
     }
 
-    /// Key lookups of random loaded conversations on the service at `base`, for 10 s from 16
-    /// connections.
+    /// Key lookups of random loaded conversations on the service at `base`: a closed loop of
+    /// the query phase's length and concurrency.
     async fn lookups(&self, base: String, lookup: LookupRequest, running: &Running) -> Value {
         let http = self.http.clone();
         let channel_id = running.source.channel_id.clone();

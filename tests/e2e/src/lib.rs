@@ -566,6 +566,79 @@ impl Platform {
     }
 }
 
+/// Writes messages straight to the messages topic, as the source-api does: Avro values in the
+/// wire format, each placed by its conversation id.
+#[derive(Debug)]
+pub struct MessageWriter {
+    topic: String,
+    serde: eddy_schemas::AvroSerde<eddy_schemas::Message>,
+    writer: eddy_schemas::writer::RecordWriter,
+    envelope: eddy_service::envelope::Envelope,
+}
+
+impl MessageWriter {
+    /// A writer to `platform`'s messages topic, its producer named `client_id`.
+    pub async fn new(platform: &Platform, client_id: &str) -> Self {
+        use eddy_schemas::catalog::MESSAGES;
+        let registry = SchemaRegistry::new(&RegistryArgs::new(
+            &platform.namespace.stack().schema_registry_url,
+        ))
+        .expect("registry client");
+        let topic = platform.topic(MESSAGES);
+        let serde = eddy_schemas::AvroSerde::for_topic(&registry, &topic)
+            .await
+            .expect("message serde");
+        let writer = eddy_schemas::writer::RecordWriter::new(
+            &platform.namespace.kafka(),
+            client_id,
+            &[&topic],
+        )
+        .await
+        .expect("message writer");
+        MessageWriter {
+            topic,
+            serde,
+            writer,
+            envelope: eddy_service::envelope::Envelope::originated(&format!("{client_id}/0")),
+        }
+    }
+
+    /// Writes `messages` (concurrently; returns once Kafka has all of them).
+    pub async fn write(&self, messages: &[eddy_schemas::Message]) {
+        use eddy_schemas::writer::{OutgoingRecord, Placement};
+        let records = messages
+            .iter()
+            .map(|message| OutgoingRecord {
+                topic: &self.topic,
+                key: &message.id,
+                value: Some(self.serde.encode(message).expect("encode")),
+                placement: Placement::By(&message.conversation_id),
+                envelope: &self.envelope,
+            })
+            .collect();
+        self.writer
+            .send_all(records)
+            .await
+            .expect("messages written");
+    }
+
+    /// Writes a tombstone for message `message_id` of conversation `conversation_id`.
+    pub async fn delete(&self, message_id: &str, conversation_id: &str) {
+        use eddy_schemas::writer::{OutgoingRecord, Placement};
+        let record = OutgoingRecord {
+            topic: &self.topic,
+            key: message_id,
+            value: None,
+            placement: Placement::By(conversation_id),
+            envelope: &self.envelope,
+        };
+        self.writer
+            .send_all(vec![record])
+            .await
+            .expect("tombstone written");
+    }
+}
+
 /// Polls `api` with `path` and `body` until `accept` returns `Some` for a 200 answer.
 pub async fn poll_answer<T>(
     api: &Api,

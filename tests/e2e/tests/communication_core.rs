@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use eddy_e2e_tests::{DEADLINE, Platform, START_TIMEOUT};
+use eddy_e2e_tests::{DEADLINE, MessageWriter, Platform, START_TIMEOUT};
 use eddy_schemas::catalog::MESSAGES;
-use eddy_schemas::writer::{OutgoingRecord, Placement, RecordWriter};
-use eddy_schemas::{AvroSerde, DeliveryState, Message, RegistryArgs, SchemaRegistry};
-use eddy_service::envelope::Envelope;
+use eddy_schemas::{DeliveryState, Message};
 use eddy_testkit::poll_until;
 use serde_json::{Value, json};
 
@@ -34,57 +32,20 @@ fn message(id: &str, conversation_id: &str, sent_at: i64, text: &str) -> Message
 async fn aggregates_each_conversation_as_the_reference_does() {
     let platform = Platform::provisioned("communication-core", 2).await;
     let topic = platform.topic(MESSAGES);
-    let registry = SchemaRegistry::new(&RegistryArgs::new(
-        &platform.namespace.stack().schema_registry_url,
-    ))
-    .expect("registry client");
-    let serde = AvroSerde::<Message>::for_topic(&registry, &topic)
-        .await
-        .expect("message serde");
+    let writer = MessageWriter::new(&platform, "core-test").await;
     // Out of order on purpose: the newest message (by sent_at) comes second, and the last one
     // written is older than it.
-    let messages = [
-        message("m1", "conv-a", 2_000, "first"),
-        message("m3", "conv-a", 9_000, "newest"),
-        message("m2", "conv-a", 5_000, "middle"),
-        message("m0", "conv-a", 1_000, "earliest, written last"),
-        message("other", "conv-b", 3_000, "another conversation"),
-    ];
-    let encoded: Vec<(String, String, Vec<u8>)> = messages
-        .iter()
-        .map(|message| {
-            (
-                message.id.clone(),
-                message.conversation_id.clone(),
-                serde.encode(message).expect("encode"),
-            )
-        })
-        .collect();
-    let envelope = Envelope::originated("test/0");
-    let mut records: Vec<OutgoingRecord<'_>> = encoded
-        .iter()
-        .map(|(id, conversation_id, value)| OutgoingRecord {
-            topic: &topic,
-            key: id,
-            value: Some(value.clone()),
-            placement: Placement::By(conversation_id),
-            envelope: &envelope,
-        })
-        .collect();
+    writer
+        .write(&[
+            message("m1", "conv-a", 2_000, "first"),
+            message("m3", "conv-a", 9_000, "newest"),
+            message("m2", "conv-a", 5_000, "middle"),
+            message("m0", "conv-a", 1_000, "earliest, written last"),
+            message("other", "conv-b", 3_000, "another conversation"),
+        ])
+        .await;
     // A tombstone changes nothing (the reference skips them).
-    records.push(OutgoingRecord {
-        topic: &topic,
-        key: "m3",
-        value: None,
-        placement: Placement::By("conv-a"),
-        envelope: &envelope,
-    });
-    RecordWriter::new(&platform.namespace.kafka(), "core-test", &[&topic])
-        .await
-        .expect("writer")
-        .send_all(records)
-        .await
-        .expect("written");
+    writer.delete("m3", "conv-a").await;
 
     let application_id = format!("{}core-test", platform.namespace.prefix());
     let mut core = platform.start(
